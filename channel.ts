@@ -1,0 +1,463 @@
+/**
+ * `Channel<T>`: typed messages over any transport.
+ *
+ * @module
+ */
+
+import { type Codec, json } from "./codec.ts";
+import { ChannelClosedError, FrameError, MessageTooLargeError, ValidationError } from "./errors.ts";
+import type { ReceivedFrame, ReceiveFilter, Transport, TransportInfo } from "./transport.ts";
+
+/**
+ * A Standard Schema (v1) validator: Zod, Valibot, ArkType and others
+ * implement it. Only the part ipcbus uses is spelled out here.
+ */
+export interface StandardSchemaV1<Input = unknown, Output = Input> {
+  /** The Standard Schema interface. */
+  readonly "~standard": {
+    /** Always 1. */
+    readonly version: 1;
+    /** The library that made the schema. */
+    readonly vendor: string;
+    /** Checks a value. */
+    readonly validate: (
+      value: unknown,
+    ) =>
+      | StandardSchemaResult<Output>
+      | Promise<StandardSchemaResult<Output>>;
+    /** Input and output types (type-level only). */
+    readonly types?: { readonly input: Input; readonly output: Output } | undefined;
+  };
+}
+
+/** What a Standard Schema's `validate` returns. */
+export type StandardSchemaResult<Output> =
+  | { readonly value: Output; readonly issues?: undefined }
+  | {
+    readonly issues: readonly { readonly message: string; readonly path?: readonly unknown[] }[];
+  };
+
+/** Options of {@linkcode Channel}. */
+export interface ChannelOptions<T> {
+  /** How values become bytes (default {@linkcode json}). */
+  codec?: Codec<T>;
+  /** Checked on every receive; a failing message rejects with `ValidationError`. */
+  schema?: StandardSchemaV1<unknown, T>;
+}
+
+/** Tags for one message. */
+export interface MessageTags {
+  /** Message type, a positive integer (default 1). */
+  type?: number;
+  /** Priority, 0 or more (default 0). Only transports with `capabilities.priority`. */
+  priority?: number;
+}
+
+/** Options of {@linkcode Channel.send}. */
+export interface SendOptions extends MessageTags {
+  /** Aborting it rejects a waiting send with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Which message to take. Type filters need `capabilities.typeFilter`. */
+export interface ReceiveSelector {
+  /** 0 (default) for any; otherwise the transport's type filter. */
+  type?: number;
+  /** Take any message except those of `type`. */
+  except?: boolean;
+}
+
+/** Options of {@linkcode Channel.receive}. */
+export interface ReceiveOptions extends ReceiveSelector {
+  /** Aborting it rejects a waiting receive with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** A received value with its tags. */
+export interface Message<T> {
+  /** The decoded value. */
+  value: T;
+  /** Its type. */
+  type: number;
+  /** Its priority. */
+  priority: number;
+}
+
+/** The result of {@linkcode Channel.tryReceive}. */
+export type TryReceiveResult<T> =
+  | { ok: true; value: T; type: number; priority: number }
+  | { ok: false; reason: "empty" | "closed" };
+
+/** What {@linkcode Channel.info} reports. */
+export interface ChannelInfo extends TransportInfo {
+  /** The codec's name. */
+  codec: string;
+  /** Whether `close()` was called. */
+  closed: boolean;
+}
+
+const NO_FILTER: ReceiveFilter = Object.freeze({ type: 0, except: false });
+
+/** Serializes operations of one direction, first come first served. */
+class Queue {
+  #tail: Promise<void> = Promise.resolve();
+  /** Operations waiting or running. */
+  length = 0;
+
+  async run<R>(signal: AbortSignal, operation: () => Promise<R>): Promise<R> {
+    const previous = this.#tail;
+    let release!: () => void;
+    this.#tail = new Promise((resolve) => release = resolve);
+    this.length++;
+    try {
+      if (this.length > 1) await abortable(previous, signal);
+      return await operation();
+    } finally {
+      this.length--;
+      release();
+    }
+  }
+}
+
+function abortable<R>(promise: Promise<R>, signal: AbortSignal): Promise<R> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+/**
+ * Typed messages over one transport. Obtain one with `open()`, `spawn()`, or
+ * `new Channel(transport)`.
+ *
+ * Sends are delivered in call order and receives are served in call order.
+ * `close()` settles every pending operation with `ChannelClosedError`.
+ *
+ * @typeParam T The type of the values carried.
+ *
+ * @example Sending and receiving
+ * ```ts
+ * import { Channel } from "@ipcbus/ipcbus";
+ * import { Pipe } from "@ipcbus/ipcbus/pipe";
+ *
+ * const [a, b] = Pipe.pair();
+ * using left = new Channel<{ id: number }>(a);
+ * using right = new Channel<{ id: number }>(b);
+ * await left.send({ id: 1 }, { type: 7 });
+ * const message = await right.receiveMessage({ signal: AbortSignal.timeout(1000) });
+ * console.log(message.value.id, message.type); // 1 7
+ * ```
+ */
+export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable {
+  readonly #transport: Transport;
+  readonly #codec: Codec<T>;
+  readonly #schema: StandardSchemaV1<unknown, T> | undefined;
+  readonly #closer = new AbortController();
+  readonly #sends = new Queue();
+  readonly #receives = new Queue();
+  #closed = false;
+  #readable: ReadableStream<T> | undefined;
+  #writable: WritableStream<T> | undefined;
+
+  /**
+   * Wraps a transport.
+   *
+   * @param transport The transport; the channel owns it and closes it.
+   * @param options Codec and schema.
+   */
+  constructor(transport: Transport, options: ChannelOptions<T> = {}) {
+    this.#transport = transport;
+    this.#codec = options.codec ?? (json as Codec<T>);
+    this.#schema = options.schema;
+    if (this.#schema !== undefined && typeof this.#schema["~standard"]?.validate !== "function") {
+      throw new TypeError("schema must implement Standard Schema v1 (a `~standard.validate` function)");
+    }
+  }
+
+  /** What the channel and its transport are and can do. */
+  get info(): ChannelInfo {
+    return { ...this.#transport.info, codec: this.#codec.name, closed: this.#closed };
+  }
+
+  /** The transport underneath (escape hatch; the channel still owns it). */
+  get unsafeTransport(): Transport {
+    return this.#transport;
+  }
+
+  /**
+   * Sends a value, waiting for room when the transport is full.
+   *
+   * @param value The value.
+   * @param options `type`, `priority`, `signal`.
+   * @returns Settles once the kernel has the whole message.
+   * @throws {ChannelClosedError} When the channel or the peer is closed.
+   * @throws {MessageTooLargeError} When the encoded value is over `info.maxMessageSize`.
+   * @throws {TypeError} When the transport cannot honour a tag.
+   * @throws {RangeError} For a type or priority out of range.
+   */
+  async send(value: T, options: SendOptions = {}): Promise<void> {
+    const { data, type, priority } = this.#prepare(value, options);
+    if (this.#sends.length === 0 && this.#transport.trySend(data, type, priority)) return;
+    const signal = this.#signal(options.signal);
+    await this.#sends.run(
+      signal,
+      () => this.#settle(this.#transport.send(data, type, priority, signal), options.signal),
+    );
+  }
+
+  /**
+   * Sends without waiting.
+   *
+   * @param value The value.
+   * @param options `type` and `priority`.
+   * @returns False when the transport is full (or a `send` is still waiting): nothing was sent.
+   * @throws {ChannelClosedError} When the channel or the peer is closed.
+   */
+  trySend(value: T, options: MessageTags = {}): boolean {
+    const { data, type, priority } = this.#prepare(value, options);
+    if (this.#sends.length > 0) return false;
+    return this.#transport.trySend(data, type, priority);
+  }
+
+  /**
+   * Receives the next value, waiting for one.
+   *
+   * @param options A type filter (where supported) and a `signal`.
+   * @returns The value.
+   * @throws {ChannelClosedError} When the channel or the peer is closed.
+   * @throws {FrameError} When the peer sent malformed data.
+   * @throws {ValidationError} When the value fails the channel's schema.
+   */
+  async receive(options: ReceiveOptions = {}): Promise<T> {
+    return (await this.receiveMessage(options)).value;
+  }
+
+  /**
+   * Receives the next value with its tags.
+   *
+   * @param options A type filter (where supported) and a `signal`.
+   * @returns The value, its type and priority.
+   * @throws {ChannelClosedError} When the channel or the peer is closed.
+   * @throws {FrameError} When the peer sent malformed data.
+   * @throws {ValidationError} When the value fails the channel's schema.
+   */
+  async receiveMessage(options: ReceiveOptions = {}): Promise<Message<T>> {
+    const filter = this.#filter(options);
+    if (this.#receives.length === 0) {
+      const frame = this.#transport.tryReceive(filter);
+      if (frame !== null) return await this.#decode(frame);
+    }
+    const signal = this.#signal(options.signal);
+    return await this.#receives.run(signal, async () => {
+      const frame = await this.#settle(this.#transport.receive(filter, signal), options.signal);
+      return await this.#decode(frame);
+    });
+  }
+
+  /**
+   * Receives without waiting.
+   *
+   * @param options A type filter (where supported).
+   * @returns The value and tags, or why there is none: `"empty"`, or `"closed"`
+   *   (closed here or by the peer).
+   * @throws {FrameError} When the peer sent malformed data.
+   * @throws {ValidationError} When the value fails a synchronous schema.
+   * @throws {TypeError} When the schema is asynchronous (use `receive`).
+   */
+  tryReceive(options: ReceiveSelector = {}): TryReceiveResult<T> {
+    if (this.#closed) return { ok: false, reason: "closed" };
+    const filter = this.#filter(options);
+    if (this.#receives.length > 0) return { ok: false, reason: "empty" };
+    let frame;
+    try {
+      frame = this.#transport.tryReceive(filter);
+    } catch (error) {
+      if (error instanceof ChannelClosedError) return { ok: false, reason: "closed" };
+      throw error;
+    }
+    if (frame === null) return { ok: false, reason: "empty" };
+    const value = this.#decodeValue(frame.data);
+    const checked = this.#schema ? this.#validate(value) : value;
+    if (checked instanceof Promise) {
+      throw new TypeError("tryReceive cannot run an asynchronous schema; use receive()");
+    }
+    return { ok: true, value: checked, type: frame.type, priority: frame.priority };
+  }
+
+  /**
+   * Iterates over received values until the channel is closed (here or by
+   * the peer). Other errors end the loop by throwing.
+   *
+   * @returns The iterator.
+   */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      let value: T;
+      try {
+        value = await this.receive();
+      } catch (error) {
+        if (error instanceof ChannelClosedError) return;
+        throw error;
+      }
+      yield value;
+    }
+  }
+
+  /**
+   * Received values as a web stream. It pulls only when read (no read-ahead),
+   * ends when the channel closes, and cancelling it stops reading without
+   * closing the channel.
+   */
+  get readable(): ReadableStream<T> {
+    if (this.#readable) return this.#readable;
+    const cancel = new AbortController();
+    return this.#readable = new ReadableStream<T>({
+      pull: async (controller) => {
+        try {
+          controller.enqueue(await this.receive({ signal: cancel.signal }));
+        } catch (error) {
+          if (error instanceof ChannelClosedError) controller.close();
+          else if (!cancel.signal.aborted) controller.error(error);
+        }
+      },
+      cancel: (reason) => cancel.abort(reason),
+    }, { highWaterMark: 0 });
+  }
+
+  /** A web stream that sends what is written to it. Closing it leaves the channel open. */
+  get writable(): WritableStream<T> {
+    return this.#writable ??= new WritableStream<T>({ write: (value) => this.send(value) }, {
+      highWaterMark: 1,
+    });
+  }
+
+  /**
+   * Releases this process's handles. Pending operations settle with
+   * `ChannelClosedError`; later ones fail with it. Idempotent. The kernel
+   * object, if any, stays until `unlink()`.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closer.abort(new ChannelClosedError(`${this.#transport.info.address} was closed`));
+    this.#transport.close();
+  }
+
+  /**
+   * Destroys the kernel object or name behind the channel (a FIFO's path, a
+   * queue). Never done implicitly. Works after `close()` too.
+   */
+  async unlink(): Promise<void> {
+    await this.#transport.unlink();
+  }
+
+  /** Same as `close()`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Same as `close()`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  #prepare(value: T, options: MessageTags): { data: Uint8Array; type: number; priority: number } {
+    if (this.#closed) throw new ChannelClosedError(`${this.#transport.info.address} was closed`);
+    const info = this.#transport.info;
+    const type = options.type ?? 1;
+    const priority = options.priority ?? 0;
+    if (!Number.isSafeInteger(type) || type < 1) {
+      throw new RangeError(`type must be a positive integer, got ${type}`);
+    }
+    if (type !== 1 && !info.capabilities.types) {
+      throw new TypeError(
+        `${info.scheme}: this transport does not carry message types (capabilities.types is false)`,
+      );
+    }
+    if (type > info.maxType) {
+      throw new RangeError(`${info.scheme}: type must be at most ${info.maxType}, got ${type}`);
+    }
+    if (!Number.isSafeInteger(priority) || priority < 0) {
+      throw new RangeError(`priority must be a non-negative integer, got ${priority}`);
+    }
+    if (priority !== 0 && !info.capabilities.priority) {
+      throw new TypeError(
+        `${info.scheme}: this transport does not support priorities (capabilities.priority is false)`,
+      );
+    }
+    if (priority > info.maxPriority) {
+      throw new RangeError(`${info.scheme}: priority must be at most ${info.maxPriority}, got ${priority}`);
+    }
+    const data = this.#codec.encode(value);
+    if (data.length > info.maxMessageSize) {
+      const reason = typeof info.maxMessageSizeReason === "string"
+        ? info.maxMessageSizeReason
+        : `${info.scheme}: info.maxMessageSize`;
+      throw new MessageTooLargeError(data.length, info.maxMessageSize, reason);
+    }
+    return { data, type, priority };
+  }
+
+  #filter(options: ReceiveSelector): ReceiveFilter {
+    const type = options.type ?? 0;
+    const except = options.except ?? false;
+    if (type === 0 && !except) return NO_FILTER;
+    const info = this.#transport.info;
+    if (!info.capabilities.typeFilter) {
+      throw new TypeError(
+        `${info.scheme}: this transport cannot receive by type (capabilities.typeFilter is false)`,
+      );
+    }
+    if (!Number.isSafeInteger(type)) throw new RangeError(`type filter must be an integer, got ${type}`);
+    if (except && type === 0) throw new RangeError("except needs a non-zero type");
+    return { type, except };
+  }
+
+  #signal(user: AbortSignal | undefined): AbortSignal {
+    if (this.#closed) throw new ChannelClosedError(`${this.#transport.info.address} was closed`);
+    return user ? AbortSignal.any([this.#closer.signal, user]) : this.#closer.signal;
+  }
+
+  /** Maps an abort caused by `close()` to ChannelClosedError, and a user abort to its reason. */
+  async #settle<R>(promise: Promise<R>, user: AbortSignal | undefined): Promise<R> {
+    try {
+      return await promise;
+    } catch (error) {
+      if (user?.aborted && error === user.reason) throw error;
+      if (this.#closed && !(error instanceof ChannelClosedError)) {
+        throw new ChannelClosedError(`${this.#transport.info.address} was closed`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  #decodeValue(data: Uint8Array): T {
+    try {
+      return this.#codec.decode(data);
+    } catch (error) {
+      if (error instanceof FrameError) throw error;
+      throw new FrameError(`codec "${this.#codec.name}" could not decode a ${data.length}-byte message`, {
+        cause: error,
+      });
+    }
+  }
+
+  #validate(value: unknown): T | Promise<T> {
+    const result = this.#schema!["~standard"].validate(value);
+    const check = (outcome: StandardSchemaResult<T>): T => {
+      if (outcome.issues) throw new ValidationError(outcome.issues);
+      return outcome.value;
+    };
+    return result instanceof Promise ? result.then(check) : check(result);
+  }
+
+  async #decode(frame: ReceivedFrame): Promise<Message<T>> {
+    const value = this.#decodeValue(frame.data);
+    const type = frame.type;
+    const priority = frame.priority;
+    return { value: this.#schema ? await this.#validate(value) : value, type, priority };
+  }
+}

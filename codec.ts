@@ -1,0 +1,121 @@
+/**
+ * Codecs turn values into message bytes and back. `json` is the default;
+ * `text` carries strings as UTF-8 and `bytes` carries a `Uint8Array` exactly
+ * as given (so a C program sees the very bytes). Any object with `encode` and
+ * `decode` is a codec.
+ *
+ * @example A custom codec
+ * ```ts
+ * import type { Codec } from "@ipcbus/ipcbus/codec";
+ *
+ * const u32: Codec<number> = {
+ *   name: "u32",
+ *   encode: (value) => new Uint8Array(new Uint32Array([value]).buffer),
+ *   decode: (data) => new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(0, true),
+ * };
+ * console.log(u32.decode(u32.encode(7))); // 7
+ * ```
+ *
+ * @module
+ */
+
+import { FrameError } from "./errors.ts";
+
+/**
+ * Turns values of type `T` into bytes and back.
+ *
+ * `decode` receives a view that is only valid during the call: copy it if
+ * the decoded value keeps the bytes. A `decode` that throws makes the receive
+ * reject with a {@linkcode FrameError} (the message is consumed; the channel
+ * stays usable).
+ */
+export interface Codec<T> {
+  /** A short name, reported in `channel.info.codec`. */
+  readonly name: string;
+  /** Encodes one value. */
+  encode(value: T): Uint8Array;
+  /** Decodes one message (the bytes are only valid during the call). */
+  decode(data: Uint8Array): T;
+}
+
+/** The JSON codec's type: it encodes and decodes any `T` (unchecked; add a `schema` to check). */
+export interface JsonCodec {
+  /** `"json"`. */
+  readonly name: "json";
+  /** `JSON.stringify`, UTF-8 encoded. */
+  encode<T>(value: T): Uint8Array;
+  /** UTF-8 decoded, `JSON.parse`d. */
+  decode<T>(data: Uint8Array): T;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * JSON, UTF-8 encoded: the default codec.
+ *
+ * @example
+ * ```ts
+ * import { json } from "@ipcbus/ipcbus/codec";
+ * console.log(json.decode<{ id: number }>(json.encode({ id: 1 })).id); // 1
+ * ```
+ */
+export const json: JsonCodec = {
+  name: "json",
+  encode<T>(value: T): Uint8Array {
+    const text = JSON.stringify(value);
+    if (text === undefined) throw new TypeError(`json codec cannot encode ${typeof value}`);
+    return encoder.encode(text);
+  },
+  decode<T>(data: Uint8Array): T {
+    try {
+      return JSON.parse(decoder.decode(data)) as T;
+    } catch (cause) {
+      throw new FrameError(`json codec: a ${data.length}-byte message is not valid UTF-8 JSON`, { cause });
+    }
+  },
+};
+
+/**
+ * Strings as UTF-8. Invalid UTF-8 from a peer is a {@linkcode FrameError}.
+ *
+ * @example
+ * ```ts
+ * import { text } from "@ipcbus/ipcbus/codec";
+ * console.log(text.decode(text.encode("héllo"))); // "héllo"
+ * ```
+ */
+export const text: Codec<string> = {
+  name: "text",
+  encode(value: string): Uint8Array {
+    if (typeof value !== "string") throw new TypeError(`text codec encodes strings, got ${typeof value}`);
+    return encoder.encode(value);
+  },
+  decode(data: Uint8Array): string {
+    try {
+      return decoder.decode(data);
+    } catch (cause) {
+      throw new FrameError(`text codec: a ${data.length}-byte message is not valid UTF-8`, { cause });
+    }
+  },
+};
+
+/**
+ * Raw bytes, unchanged: the payload is exactly the `Uint8Array` sent.
+ *
+ * @example
+ * ```ts
+ * import { bytes } from "@ipcbus/ipcbus/codec";
+ * console.log(bytes.decode(bytes.encode(new Uint8Array([1, 2])))); // Uint8Array(2) [ 1, 2 ]
+ * ```
+ */
+export const bytes: Codec<Uint8Array> = {
+  name: "bytes",
+  encode(value: Uint8Array): Uint8Array {
+    if (!(value instanceof Uint8Array)) throw new TypeError("bytes codec encodes Uint8Array values");
+    return value;
+  },
+  decode(data: Uint8Array): Uint8Array {
+    return data.slice();
+  },
+};

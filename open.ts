@@ -1,0 +1,105 @@
+/**
+ * `open()`: addresses (URLs) to channels, and the registry of transports.
+ *
+ * @module
+ */
+
+import { Channel, type ChannelOptions } from "./channel.ts";
+import type { TransportFactory } from "./transport.ts";
+import { openFifo } from "./transports/fifo.ts";
+import { openPipe } from "./transports/pipe.ts";
+
+/** Options of {@linkcode open}: the channel's, the common ones, and any transport's own. */
+export interface OpenOptions<T> extends ChannelOptions<T> {
+  /** Create the object when it does not exist. */
+  create?: boolean;
+  /** With `create`: fail with `AlreadyExistsError` when it exists. */
+  exclusive?: boolean;
+  /** Permission bits for a created object (default `0o600`). */
+  mode?: number;
+  /** Largest payload, where the transport lets you choose. */
+  maxMessageSize?: number;
+  /** Transport-specific options (see each transport). */
+  [option: string]: unknown;
+}
+
+const registry = new Map<string, TransportFactory>([
+  ["pipe", openPipe],
+  ["fifo", openFifo],
+]);
+
+/**
+ * Makes a scheme available to {@linkcode open}.
+ *
+ * @param scheme The scheme, without the colon (`"tcp"`): lower-case letters,
+ *   digits, `+`, `-`, `.`, starting with a letter.
+ * @param factory Builds a transport from an address and the options.
+ * @throws {TypeError} For a malformed scheme or one that is already registered.
+ *
+ * @example
+ * ```ts
+ * import { registerTransport } from "@ipcbus/ipcbus";
+ * import { Pipe } from "@ipcbus/ipcbus/pipe";
+ *
+ * registerTransport("loopback", () => Pipe.pair()[0]);
+ * ```
+ */
+export function registerTransport(scheme: string, factory: TransportFactory): void {
+  if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) {
+    throw new TypeError(
+      `scheme must be lower-case letters, digits, "+", "-" or "." starting with a letter, got "${scheme}"`,
+    );
+  }
+  if (registry.has(scheme)) throw new TypeError(`a transport is already registered for "${scheme}:"`);
+  if (typeof factory !== "function") throw new TypeError("factory must be a function");
+  registry.set(scheme, factory);
+}
+
+/**
+ * The schemes {@linkcode open} understands now.
+ *
+ * @returns Scheme names without the colon.
+ */
+export function registeredSchemes(): string[] {
+  return [...registry.keys()];
+}
+
+/**
+ * Opens a channel by address, such as `"fifo:/run/user/1000/app.fifo"` or
+ * `"pipe:parent"`.
+ *
+ * @typeParam T The type of the values carried.
+ * @param address `scheme:rest`, as a string or URL.
+ * @param options `create`, `exclusive`, `mode`, `codec`, `schema`, and the transport's own.
+ * @returns The open channel.
+ * @throws {TypeError} For an unknown scheme or a malformed address.
+ * @throws {NotFoundError} When the object does not exist and `create` is not set.
+ * @throws {AlreadyExistsError} With `exclusive` when it exists.
+ * @throws {PermissionDeniedError} When the object may not be used.
+ *
+ * @example Opening a FIFO
+ * ```ts
+ * import { open } from "@ipcbus/ipcbus";
+ *
+ * const path = `/tmp/ipcbus-doc-${crypto.randomUUID()}.fifo`;
+ * using channel = await open<string>(`fifo:${path}`, { create: true, exclusive: true });
+ * console.log(channel.info.scheme); // "fifo"
+ * await channel.unlink();
+ * ```
+ */
+export async function open<T = unknown>(
+  address: string | URL,
+  options: OpenOptions<T> = {},
+): Promise<Channel<T>> {
+  const text = String(address);
+  const colon = text.indexOf(":");
+  const scheme = colon > 0 ? text.slice(0, colon) : "";
+  const factory = registry.get(scheme);
+  if (!factory) {
+    throw new TypeError(
+      `no transport for "${text}": known schemes are ${[...registry.keys()].map((s) => `${s}:`).join(", ")}`,
+    );
+  }
+  const transport = await factory(text, options);
+  return new Channel<T>(transport, options);
+}

@@ -1,0 +1,370 @@
+/**
+ * Framing over a byte stream (pipes and FIFOs): the reader and writer shared
+ * by the `pipe:` and `fifo:` transports. The format is in
+ * `docs/wire-format.md`:
+ *
+ * ```text
+ * offset size field
+ *      0    2 magic   0x49 0x42 ("IB")
+ *      2    1 version 1
+ *      3    1 flags   0 (reserved; non-zero is refused)
+ *      4    4 type    u32 little-endian, 1 ..= 2^32-1
+ *      8    4 length  u32 little-endian, payload bytes that follow
+ * ```
+ *
+ * @module
+ */
+
+import { ChannelClosedError, FrameError } from "../errors.ts";
+import { PIPE_BUF, POLL } from "../ffi/constants.ts";
+import { E, errno, lastError, libc } from "../ffi/libc.ts";
+import { waitFd } from "../ffi/poller.ts";
+
+/** Size of the frame header in bytes. */
+export const HEADER_SIZE = 12;
+/** First magic byte ("I"). */
+export const MAGIC0 = 0x49;
+/** Second magic byte ("B"). */
+export const MAGIC1 = 0x42;
+/** Wire format version. */
+export const VERSION = 1;
+/** Largest type a stream frame carries. */
+export const MAX_STREAM_TYPE = 0xffff_ffff;
+/** Default largest payload accepted from a stream peer (16 MiB). */
+export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
+
+/** A frame taken off the stream. `data` is valid until the next read. */
+export interface StreamFrame {
+  /** Payload (a view into the reader's buffer). */
+  data: Uint8Array;
+  /** The frame's type tag. */
+  type: number;
+}
+
+/** What {@linkcode FrameReader.next} returns when the writer side has gone. */
+export const END_OF_STREAM: unique symbol = Symbol("end of stream");
+
+/**
+ * Adaptive spinning: before parking on the poll helper, retry the
+ * non-blocking call for up to `budget` µs, but only while spinning keeps
+ * paying off. Every miss halves the next budget; a hit restores it.
+ */
+export class Spinner {
+  #budget: number;
+  #current: number;
+
+  /** @param budgetMicros Longest spin in µs (0 disables). */
+  constructor(budgetMicros: number) {
+    this.#budget = this.#current = Math.max(0, budgetMicros);
+  }
+
+  /**
+   * Spins until `attempt` returns something other than `undefined` or the
+   * budget runs out.
+   *
+   * @param attempt The non-blocking call.
+   * @returns The attempt's result, or `undefined` after the budget.
+   */
+  spin<R>(attempt: () => R | undefined): R | undefined {
+    if (this.#current < 1) {
+      // Spinning stopped paying off; try again now and then.
+      this.#current = Math.min(this.#budget, this.#current * 2 + 0.25);
+      return undefined;
+    }
+    const deadline = performance.now() + this.#current / 1000;
+    do {
+      const result = attempt();
+      if (result !== undefined) {
+        this.#current = this.#budget;
+        return result;
+      }
+    } while (performance.now() < deadline);
+    this.#current /= 2;
+    return undefined;
+  }
+}
+
+/** Reads frames from a non-blocking descriptor. */
+export class FrameReader {
+  /** The descriptor read from (may be replaced by the owner, e.g. on FIFO reopen). */
+  fd: number;
+  readonly #maxMessageSize: number;
+  #buffer = new Uint8Array(64 * 1024);
+  #view = new DataView(this.#buffer.buffer);
+  #start = 0;
+  #end = 0;
+  #broken: FrameError | undefined;
+
+  /**
+   * @param fd A non-blocking descriptor.
+   * @param maxMessageSize Largest payload accepted; a header claiming more is a {@linkcode FrameError}.
+   */
+  constructor(fd: number, maxMessageSize: number) {
+    this.fd = fd;
+    this.#maxMessageSize = maxMessageSize;
+  }
+
+  /** Bytes buffered that do not yet form a whole frame. */
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  /** Drops buffered bytes and clears a broken state (after a reconnect). */
+  reset(): void {
+    this.#start = this.#end = 0;
+    this.#broken = undefined;
+  }
+
+  /**
+   * The next frame without waiting.
+   *
+   * @returns A frame, `null` when no whole frame is available yet, or
+   *   {@linkcode END_OF_STREAM} when every writer has closed.
+   * @throws {FrameError} On malformed data, or a stream that ended inside a frame.
+   */
+  next(): StreamFrame | null | typeof END_OF_STREAM {
+    if (this.#broken) throw this.#broken;
+    for (;;) {
+      const frame = this.#parse();
+      if (frame !== null) return frame;
+      const more = this.#fill();
+      if (more === 0) {
+        if (this.#end === this.#start) return END_OF_STREAM;
+        const partial = this.#end - this.#start;
+        this.#start = this.#end = 0;
+        throw new FrameError(
+          `stream ended inside a frame (${partial} bytes of an incomplete frame were discarded)`,
+        );
+      }
+      if (more < 0) return null;
+    }
+  }
+
+  #parse(): StreamFrame | null {
+    const available = this.#end - this.#start;
+    if (available < HEADER_SIZE) return null;
+    const at = this.#start;
+    const buffer = this.#buffer;
+    if (buffer[at] !== MAGIC0 || buffer[at + 1] !== MAGIC1) {
+      return this.#fail(
+        `bad magic 0x${hex(buffer[at])}${hex(buffer[at + 1])} (expected 0x4942 "IB"): ` +
+          `the peer does not speak the ipcbus wire format`,
+      );
+    }
+    if (buffer[at + 2] !== VERSION) {
+      return this.#fail(`unsupported wire format version ${buffer[at + 2]} (this reader speaks ${VERSION})`);
+    }
+    if (buffer[at + 3] !== 0) return this.#fail(`unknown frame flags 0x${hex(buffer[at + 3])}`);
+    const type = this.#view.getUint32(at + 4, true);
+    const length = this.#view.getUint32(at + 8, true);
+    if (type === 0) return this.#fail("frame with type 0 (types start at 1)");
+    if (length > this.#maxMessageSize) {
+      return this.#fail(`frame claims ${length} bytes, more than maxMessageSize ${this.#maxMessageSize}`);
+    }
+    const total = HEADER_SIZE + length;
+    if (available < total) {
+      this.#makeRoom(total);
+      return null;
+    }
+    this.#start = at + total;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    return { type, data: buffer.subarray(at + HEADER_SIZE, at + total) };
+  }
+
+  #fail(message: string): never {
+    this.#broken = new FrameError(message);
+    this.#start = this.#end = 0;
+    throw this.#broken;
+  }
+
+  /** Makes sure a frame of `total` bytes fits, growing only as far as needed. */
+  #makeRoom(total: number): void {
+    if (this.#start + total <= this.#buffer.length) return;
+    const kept = this.#end - this.#start;
+    if (total <= this.#buffer.length) {
+      this.#buffer.copyWithin(0, this.#start, this.#end);
+    } else {
+      const grown = new Uint8Array(
+        Math.max(total, Math.min(this.#buffer.length * 2, HEADER_SIZE + this.#maxMessageSize)),
+      );
+      grown.set(this.#buffer.subarray(this.#start, this.#end));
+      this.#buffer = grown;
+      this.#view = new DataView(grown.buffer);
+    }
+    this.#start = 0;
+    this.#end = kept;
+  }
+
+  /** @returns Bytes read, 0 at end of stream, -1 when nothing is available. */
+  #fill(): number {
+    if (this.#end === this.#buffer.length) {
+      if (this.#start === 0) this.#makeRoom(this.#buffer.length + 1);
+      else this.#makeRoom(this.#end - this.#start + 1);
+    }
+    const { read } = libc();
+    for (;;) {
+      const room = this.#buffer.length - this.#end;
+      const n = Number(read(this.fd, this.#buffer.subarray(this.#end), BigInt(room)));
+      if (n > 0) {
+        this.#end += n;
+        return n;
+      }
+      if (n === 0) return 0;
+      const code = errno();
+      if (code === E.EAGAIN) return -1;
+      if (code !== E.EINTR) throw lastError("read", `fd ${this.fd}`);
+    }
+  }
+}
+
+function hex(byte: number): string {
+  return byte.toString(16).padStart(2, "0");
+}
+
+/** Result of a write attempt. */
+export type WriteOutcome = "written" | "full" | "partial";
+
+/** Writes frames to a non-blocking descriptor. */
+export class FrameWriter {
+  /** The descriptor written to (may be replaced by the owner on reconnect). */
+  fd: number;
+  #scratch = new Uint8Array(PIPE_BUF * 16);
+  #scratchView = new DataView(this.#scratch.buffer);
+  #header = new Uint8Array(HEADER_SIZE);
+  #iov = new BigUint64Array(4);
+  #iovBytes = new Uint8Array(this.#iov.buffer);
+  // A frame the kernel took only part of: the rest goes before anything else.
+  #rest: { header: Uint8Array; payload: Uint8Array; offset: number } | null = null;
+
+  /** @param fd A non-blocking descriptor. */
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  /** True while part of a frame is still waiting to be written. */
+  get pending(): boolean {
+    return this.#rest !== null;
+  }
+
+  /** Drops a partly written frame (after the reader went away). */
+  reset(): void {
+    this.#rest = null;
+  }
+
+  /**
+   * Writes one frame without waiting. A frame of at most `PIPE_BUF` bytes is
+   * written whole or not at all; a larger one may be taken in part, and then
+   * the rest must be finished with {@linkcode flush} before the next frame.
+   *
+   * @param payload The payload.
+   * @param type The type tag.
+   * @returns `"written"`, `"full"` (nothing written) or `"partial"`.
+   * @throws {ChannelClosedError} When no reader is left (`EPIPE`).
+   */
+  write(payload: Uint8Array, type: number): WriteOutcome {
+    if (this.#rest !== null && !this.flushSome()) return "full";
+    const total = HEADER_SIZE + payload.length;
+    if (total <= this.#scratch.length) {
+      const scratch = this.#scratch;
+      const view = this.#scratchView;
+      scratch[0] = MAGIC0;
+      scratch[1] = MAGIC1;
+      scratch[2] = VERSION;
+      scratch[3] = 0;
+      view.setUint32(4, type, true);
+      view.setUint32(8, payload.length, true);
+      scratch.set(payload, HEADER_SIZE);
+      const n = this.#writeBytes(scratch, total);
+      if (n === total) return "written";
+      if (n <= 0) return "full";
+      // Only frames beyond PIPE_BUF can be split by the kernel.
+      this.#rest = { header: scratch.slice(0, HEADER_SIZE), payload: payload.slice(), offset: n };
+      return "partial";
+    }
+    const header = this.#header;
+    header[0] = MAGIC0;
+    header[1] = MAGIC1;
+    header[2] = VERSION;
+    header[3] = 0;
+    new DataView(header.buffer).setUint32(4, type, true);
+    new DataView(header.buffer).setUint32(8, payload.length, true);
+    this.#rest = { header: header.slice(), payload, offset: 0 };
+    if (this.flushSome()) return "written";
+    return this.#rest.offset === 0 ? this.#dropUnstarted() : "partial";
+  }
+
+  #dropUnstarted(): "full" {
+    this.#rest = null;
+    return "full";
+  }
+
+  /**
+   * Writes as much of a partly written frame as the kernel takes now.
+   *
+   * @returns True when nothing is left pending.
+   */
+  flushSome(): boolean {
+    const rest = this.#rest;
+    if (rest === null) return true;
+    const { writev } = libc();
+    const total = HEADER_SIZE + rest.payload.length;
+    while (rest.offset < total) {
+      let count = 0;
+      if (rest.offset < HEADER_SIZE) {
+        this.#iov[0] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(rest.header))) +
+          BigInt(rest.offset);
+        this.#iov[1] = BigInt(HEADER_SIZE - rest.offset);
+        count = 1;
+      }
+      if (rest.payload.length > 0) {
+        const from = Math.max(0, rest.offset - HEADER_SIZE);
+        this.#iov[count * 2] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(rest.payload))) +
+          BigInt(from);
+        this.#iov[count * 2 + 1] = BigInt(rest.payload.length - from);
+        count++;
+      }
+      const n = Number(writev(this.fd, this.#iovBytes, count));
+      if (n > 0) {
+        rest.offset += n;
+        continue;
+      }
+      const code = errno();
+      if (code === E.EAGAIN) return false;
+      if (code === E.EINTR) continue;
+      this.#rest = null;
+      throw writeError(code, this.fd);
+    }
+    this.#rest = null;
+    return true;
+  }
+
+  #writeBytes(bytes: Uint8Array, length: number): number {
+    const { write } = libc();
+    for (;;) {
+      const n = Number(write(this.fd, bytes, BigInt(length)));
+      if (n >= 0) return n;
+      const code = errno();
+      if (code === E.EAGAIN) return 0;
+      if (code !== E.EINTR) throw writeError(code, this.fd);
+    }
+  }
+
+  /**
+   * Finishes a partly written frame, waiting for room as needed.
+   *
+   * @param signal Aborting it stops the wait (the frame stays partly written).
+   */
+  async flush(signal: AbortSignal): Promise<void> {
+    while (!this.flushSome()) await waitFd(this.fd, POLL.OUT, signal);
+  }
+}
+
+function writeError(code: number, fd: number): Error {
+  if (code === E.EPIPE) {
+    return new ChannelClosedError(`write to fd ${fd} failed: EPIPE (the reading side has closed)`, {
+      errno: code,
+      syscall: "write",
+    });
+  }
+  return lastError("write", `fd ${fd}`);
+}

@@ -1,0 +1,140 @@
+/**
+ * The part of the `pipe:` and `fifo:` transports that is the same: frames
+ * over non-blocking descriptors, the fast path (a synchronous read or write),
+ * adaptive spinning, then parking on the poll helper.
+ *
+ * @module
+ */
+
+import { ChannelClosedError } from "../errors.ts";
+import { POLL } from "../ffi/constants.ts";
+import { waitFd } from "../ffi/poller.ts";
+import type { ReceivedFrame, Transport, TransportInfo } from "../transport.ts";
+import { END_OF_STREAM, type FrameReader, type FrameWriter, Spinner } from "./_stream.ts";
+
+/** Default spin budget in µs before parking (see `Spinner`). */
+export const DEFAULT_SPIN_MICROS = 50;
+
+/** A stream transport's hooks. */
+export abstract class StreamTransport implements Transport {
+  /** Description. */
+  abstract readonly info: TransportInfo;
+  #closed = false;
+  readonly #spinner: Spinner;
+
+  /** @param spinMicros Spin budget in µs before parking. */
+  constructor(spinMicros: number) {
+    this.#spinner = new Spinner(spinMicros);
+  }
+
+  /** The reader, opened on first use. */
+  protected abstract reader(): FrameReader;
+  /** The writer, opened on first use; null while it cannot be opened yet. */
+  protected abstract writer(): FrameWriter | null;
+  /**
+   * Called when every writer has closed.
+   *
+   * @returns True to go on reading (the transport reopened), false when the stream is over.
+   */
+  protected abstract endOfStream(): boolean;
+  /**
+   * Called when the writer failed with `EPIPE` before writing anything.
+   *
+   * @returns True to retry (the transport dropped the writer), false to fail.
+   */
+  protected readerGone(): boolean {
+    return false;
+  }
+  /** Waits until `writer()` may succeed (a reader appeared). */
+  protected waitForWriter(_signal: AbortSignal): Promise<void> {
+    return Promise.reject(new Error("no writer"));
+  }
+  /** Closes the descriptors. */
+  protected abstract release(): void;
+
+  /** Whether `close()` was called. */
+  protected get closed(): boolean {
+    return this.#closed;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ChannelClosedError(`${this.info.address} is closed`);
+  }
+
+  tryReceive(): ReceivedFrame | null {
+    this.#checkOpen();
+    for (;;) {
+      const frame = this.reader().next();
+      if (frame === END_OF_STREAM) {
+        if (this.endOfStream()) return null;
+        throw new ChannelClosedError(`${this.info.address}: the peer closed the stream`, { syscall: "read" });
+      }
+      return frame === null ? null : { data: frame.data, type: frame.type, priority: 0 };
+    }
+  }
+
+  async receive(_filter: unknown, signal: AbortSignal): Promise<ReceivedFrame> {
+    for (;;) {
+      const frame = this.tryReceive() ?? this.#spinner.spin(() => this.tryReceive() ?? undefined);
+      if (frame) return frame;
+      await waitFd(this.reader().fd, POLL.IN, signal);
+    }
+  }
+
+  trySend(data: Uint8Array, type: number): boolean {
+    this.#checkOpen();
+    for (;;) {
+      const writer = this.writer();
+      if (writer === null) return false;
+      try {
+        const outcome = writer.write(data, type);
+        if (outcome === "partial") this.#finishInBackground(writer);
+        return outcome !== "full";
+      } catch (error) {
+        if (error instanceof ChannelClosedError && !writer.pending && this.readerGone()) continue;
+        throw error;
+      }
+    }
+  }
+
+  async send(data: Uint8Array, type: number, _priority: number, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      this.#checkOpen();
+      const writer = this.writer();
+      if (writer === null) {
+        await this.waitForWriter(signal);
+        continue;
+      }
+      let outcome;
+      try {
+        outcome = writer.write(data, type);
+      } catch (error) {
+        if (error instanceof ChannelClosedError && !writer.pending && this.readerGone()) continue;
+        throw error;
+      }
+      if (outcome === "written") return;
+      if (outcome === "partial") return await writer.flush(signal);
+      await waitFd(writer.fd, POLL.OUT, signal);
+    }
+  }
+
+  #finishInBackground(writer: FrameWriter): void {
+    // A trySend whose frame the kernel took in part: finish it off the fast
+    // path. The next send waits for it (FrameWriter.write returns "full").
+    const controller = new AbortController();
+    this.#background = controller;
+    writer.flush(controller.signal).catch(() => writer.reset());
+  }
+  #background: AbortController | undefined;
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#background?.abort();
+    this.release();
+  }
+
+  unlink(): Promise<void> {
+    return Promise.resolve();
+  }
+}
