@@ -45,17 +45,18 @@ export interface StreamFrame {
 export const END_OF_STREAM: unique symbol = Symbol("end of stream");
 
 /**
- * Adaptive spinning: before parking on the poll helper, retry the
- * non-blocking call for up to `budget` µs, but only while spinning keeps
- * paying off. Every miss halves the next budget; a hit restores it.
+ * Bounded spinning before parking: retry the non-blocking call for up to
+ * `budget` µs. After 8 misses in a row (an idle peer), spin only on every
+ * 8th wait until a spin succeeds again, so an idle channel wastes at most
+ * budget/8 µs per wait.
  */
 export class Spinner {
-  #budget: number;
-  #current: number;
+  readonly #budget: number;
+  #misses = 0;
 
   /** @param budgetMicros Longest spin in µs (0 disables). */
   constructor(budgetMicros: number) {
-    this.#budget = this.#current = Math.max(0, budgetMicros);
+    this.#budget = Math.max(0, budgetMicros);
   }
 
   /**
@@ -66,20 +67,16 @@ export class Spinner {
    * @returns The attempt's result, or `undefined` after the budget.
    */
   spin<R>(attempt: () => R | undefined): R | undefined {
-    if (this.#current < 1) {
-      // Spinning stopped paying off; try again now and then.
-      this.#current = Math.min(this.#budget, this.#current * 2 + 0.25);
-      return undefined;
-    }
-    const deadline = performance.now() + this.#current / 1000;
+    if (this.#budget === 0 || (this.#misses >= 8 && this.#misses++ % 8 !== 0)) return undefined;
+    const deadline = performance.now() + this.#budget / 1000;
     do {
       const result = attempt();
       if (result !== undefined) {
-        this.#current = this.#budget;
+        this.#misses = 0;
         return result;
       }
     } while (performance.now() < deadline);
-    this.#current /= 2;
+    if (this.#misses < 8) this.#misses++;
     return undefined;
   }
 }
