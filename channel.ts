@@ -199,12 +199,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   async send(value: T, options: SendOptions = {}): Promise<void> {
     const { data, type, priority } = this.#prepare(value, options);
-    if (this.#sends.length === 0 && this.#transport.trySend(data, type, priority)) return;
     const signal = this.#signal(options.signal);
-    await this.#sends.run(
-      signal,
-      () => this.#settle(this.#transport.send(data, type, priority, signal), options.signal),
-    );
+    if (this.#sends.length === 0) {
+      const pending = this.#transport.send(data, type, priority, signal);
+      if (pending === undefined) return;
+      // Later sends queue behind this one until the kernel has all of it.
+      return await this.#sends.run(signal, () => this.#settle(pending, options.signal));
+    }
+    await this.#sends.run(signal, async () => {
+      const pending = this.#transport.send(data, type, priority, signal);
+      if (pending !== undefined) await this.#settle(pending, options.signal);
+    });
   }
 
   /**

@@ -91,7 +91,8 @@ export async function open<T = unknown>(
   address: string | URL,
   options: OpenOptions<T> = {},
 ): Promise<Channel<T>> {
-  const text = String(address);
+  // A URL object is percent-encoded ("%20"); a string is taken literally.
+  const text = address instanceof URL ? decodeURI(address.href) : address;
   const colon = text.indexOf(":");
   const scheme = colon > 0 ? text.slice(0, colon) : "";
   const factory = registry.get(scheme);

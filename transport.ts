@@ -113,8 +113,11 @@ export interface Transport {
    * @returns False when there is no room now (nothing was sent).
    */
   trySend(data: Uint8Array, type: number, priority: number): boolean;
-  /** Sends, waiting for room; settles when the kernel has the whole message. */
-  send(data: Uint8Array, type: number, priority: number, signal: AbortSignal): Promise<void>;
+  /**
+   * Sends, waiting for room. Returns `undefined` when the kernel took the
+   * whole message at once, else a promise that settles when it has.
+   */
+  send(data: Uint8Array, type: number, priority: number, signal: AbortSignal): Promise<void> | undefined;
   /**
    * Receives without waiting.
    *

@@ -243,6 +243,11 @@ export class FrameWriter {
     return this.#rest !== null;
   }
 
+  /** Copies the rest of a partly written frame, so the caller may reuse its buffer. */
+  ownPending(): void {
+    if (this.#rest) this.#rest.payload = this.#rest.payload.slice();
+  }
+
   /** Drops a partly written frame (after the reader went away). */
   reset(): void {
     this.#rest = null;
@@ -275,7 +280,7 @@ export class FrameWriter {
       if (n === total) return "written";
       if (n <= 0) return "full";
       // Only frames beyond PIPE_BUF can be split by the kernel.
-      this.#rest = { header: scratch.slice(0, HEADER_SIZE), payload: payload.slice(), offset: n };
+      this.#rest = { header: scratch.slice(0, HEADER_SIZE), payload, offset: n };
       return "partial";
     }
     const header = this.#header;

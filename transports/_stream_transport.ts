@@ -88,7 +88,10 @@ export abstract class StreamTransport implements Transport {
       if (writer === null) return false;
       try {
         const outcome = writer.write(data, type);
-        if (outcome === "partial") this.#finishInBackground(writer);
+        if (outcome === "partial") {
+          writer.ownPending();
+          this.#finishInBackground(writer);
+        }
         return outcome !== "full";
       } catch (error) {
         if (error instanceof ChannelClosedError && !writer.pending && this.readerGone()) continue;
@@ -97,24 +100,40 @@ export abstract class StreamTransport implements Transport {
     }
   }
 
-  async send(data: Uint8Array, type: number, _priority: number, signal: AbortSignal): Promise<void> {
+  send(data: Uint8Array, type: number, _priority: number, signal: AbortSignal): Promise<void> | undefined {
+    const writer = this.#attempt(data, type);
+    return writer === "written" ? undefined : this.#sendSlowly(data, type, signal, writer);
+  }
+
+  /** One non-blocking try: "written", or what to wait on (null: no reader yet). */
+  #attempt(data: Uint8Array, type: number): "written" | { writer: FrameWriter | null; partial: boolean } {
     for (;;) {
       this.#checkOpen();
       const writer = this.writer();
-      if (writer === null) {
-        await this.waitForWriter(signal);
-        continue;
-      }
-      let outcome;
+      if (writer === null) return { writer, partial: false };
       try {
-        outcome = writer.write(data, type);
+        const outcome = writer.write(data, type);
+        return outcome === "written" ? outcome : { writer, partial: outcome === "partial" };
       } catch (error) {
         if (error instanceof ChannelClosedError && !writer.pending && this.readerGone()) continue;
         throw error;
       }
-      if (outcome === "written") return;
-      if (outcome === "partial") return await writer.flush(signal);
-      await waitFd(writer.fd, POLL.OUT, signal);
+    }
+  }
+
+  async #sendSlowly(
+    data: Uint8Array,
+    type: number,
+    signal: AbortSignal,
+    state: { writer: FrameWriter | null; partial: boolean },
+  ): Promise<void> {
+    for (;;) {
+      if (state.partial) return await state.writer!.flush(signal);
+      if (state.writer === null) await this.waitForWriter(signal);
+      else await waitFd(state.writer.fd, POLL.OUT, signal);
+      const next = this.#attempt(data, type);
+      if (next === "written") return;
+      state = next;
     }
   }
 

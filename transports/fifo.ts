@@ -242,7 +242,13 @@ export class Fifo extends StreamTransport {
     // so writers arriving meanwhile never see "no reader"; a fresh end does not
     // report a hang-up until a writer has come and gone again.
     const reader = this.#reader!;
-    const fresh = this.#openEnd(O.RDONLY);
+    let fresh: number;
+    try {
+      fresh = this.#openEnd(O.RDONLY);
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+      return false; // the FIFO was removed: no writer can come back
+    }
     closeFd(reader.fd);
     reader.fd = fresh;
     reader.reset();
@@ -266,16 +272,25 @@ export class Fifo extends StreamTransport {
     try {
       return super.trySend(data, type);
     } finally {
-      if (!writer.pending) lockWholeFile(writer.fd, F.UNLCK, false);
+      if (this.#writer === writer && !writer.pending) lockWholeFile(writer.fd, F.UNLCK, false);
     }
   }
 
-  override async send(data: Uint8Array, type: number, priority: number, signal: AbortSignal): Promise<void> {
+  override send(
+    data: Uint8Array,
+    type: number,
+    priority: number,
+    signal: AbortSignal,
+  ): Promise<void> | undefined {
     if (this.#writers !== "locked") {
-      await super.send(data, type, priority, signal);
-      this.#backoff = 0;
-      return;
+      const pending = super.send(data, type, priority, signal);
+      if (pending === undefined) this.#backoff = 0;
+      return pending;
     }
+    return this.#sendLocked(data, type, priority, signal);
+  }
+
+  async #sendLocked(data: Uint8Array, type: number, priority: number, signal: AbortSignal): Promise<void> {
     // Take the lock without blocking the event loop: retry with backoff.
     let writer = this.writer();
     for (let pause = 0; writer === null || !lockWholeFile(writer.fd, F.WRLCK, false);) {
@@ -371,5 +386,5 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
  * @returns The transport.
  */
 export function openFifo(address: string, options: TransportOptions): Fifo {
-  return Fifo.open(decodeURIComponent(address.slice("fifo:".length)), options as FifoOptions);
+  return Fifo.open(address.slice("fifo:".length), options as FifoOptions);
 }
