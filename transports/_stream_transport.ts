@@ -20,6 +20,7 @@ export abstract class StreamTransport implements Transport {
   /** Description. */
   abstract readonly info: TransportInfo;
   #closed = false;
+  #background: AbortController | undefined;
   readonly #spinner: Spinner;
 
   /** @param spinMicros Spin budget in µs before parking. */
@@ -63,14 +64,12 @@ export abstract class StreamTransport implements Transport {
 
   tryReceive(): ReceivedFrame | null {
     this.#checkOpen();
-    for (;;) {
-      const frame = this.reader().next();
-      if (frame === END_OF_STREAM) {
-        if (this.endOfStream()) return null;
-        throw new ChannelClosedError(`${this.info.address}: the peer closed the stream`, { syscall: "read" });
-      }
-      return frame === null ? null : { data: frame.data, type: frame.type, priority: 0 };
+    const frame = this.reader().next();
+    if (frame === END_OF_STREAM) {
+      if (this.endOfStream()) return null;
+      throw new ChannelClosedError(`${this.info.address}: the peer closed the stream`, { syscall: "read" });
     }
+    return frame === null ? null : { data: frame.data, type: frame.type, priority: 0 };
   }
 
   async receive(_filter: unknown, signal: AbortSignal): Promise<ReceivedFrame> {
@@ -82,22 +81,18 @@ export abstract class StreamTransport implements Transport {
   }
 
   trySend(data: Uint8Array, type: number): boolean {
-    this.#checkOpen();
-    for (;;) {
-      const writer = this.writer();
-      if (writer === null) return false;
-      try {
-        const outcome = writer.write(data, type);
-        if (outcome === "partial") {
-          writer.ownPending();
-          this.#finishInBackground(writer);
-        }
-        return outcome !== "full";
-      } catch (error) {
-        if (error instanceof ChannelClosedError && !writer.pending && this.readerGone()) continue;
-        throw error;
-      }
-    }
+    const outcome = this.#attempt(data, type);
+    if (outcome === "written") return true;
+    if (!outcome.partial) return false;
+    // The kernel took part of a large frame: keep a copy of the rest (the
+    // caller may reuse its buffer) and finish it off the fast path. The next
+    // send waits for it, as FrameWriter.write reports "full" until then.
+    const writer = outcome.writer!;
+    writer.ownPending();
+    const controller = new AbortController();
+    this.#background = controller;
+    writer.flush(controller.signal).catch(() => writer.reset());
+    return true;
   }
 
   send(data: Uint8Array, type: number, _priority: number, signal: AbortSignal): Promise<void> | undefined {
@@ -136,15 +131,6 @@ export abstract class StreamTransport implements Transport {
       state = next;
     }
   }
-
-  #finishInBackground(writer: FrameWriter): void {
-    // A trySend whose frame the kernel took in part: finish it off the fast
-    // path. The next send waits for it (FrameWriter.write returns "full").
-    const controller = new AbortController();
-    this.#background = controller;
-    writer.flush(controller.signal).catch(() => writer.reset());
-  }
-  #background: AbortController | undefined;
 
   close(): void {
     if (this.#closed) return;
