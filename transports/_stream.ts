@@ -159,10 +159,9 @@ export class FrameReader {
       return this.#fail(`frame claims ${length} bytes, more than maxMessageSize ${this.#maxMessageSize}`);
     }
     const total = HEADER_SIZE + length;
-    if (available < total) {
-      this.#makeRoom(total);
-      return null;
-    }
+    // Not all there yet. The buffer grows as bytes arrive (#fill), never
+    // because a header claims a size.
+    if (available < total) return null;
     this.#start = at + total;
     if (this.#start === this.#end) this.#start = this.#end = 0;
     return { type, data: buffer.subarray(at + HEADER_SIZE, at + total) };
@@ -174,17 +173,16 @@ export class FrameReader {
     throw this.#broken;
   }
 
-  /** Makes sure a frame of `total` bytes fits, growing only as far as needed. */
-  #makeRoom(total: number): void {
-    if (this.#start + total <= this.#buffer.length) return;
+  /** Makes room at the end of a full buffer: move the kept bytes to the front, or double the buffer. */
+  #makeRoom(): void {
     const kept = this.#end - this.#start;
-    if (total <= this.#buffer.length) {
+    if (this.#start > 0) {
       this.#buffer.copyWithin(0, this.#start, this.#end);
     } else {
-      const grown = new Uint8Array(
-        Math.max(total, Math.min(this.#buffer.length * 2, HEADER_SIZE + this.#maxMessageSize)),
-      );
-      grown.set(this.#buffer.subarray(this.#start, this.#end));
+      // A full buffer holding an incomplete frame from offset 0: that frame is
+      // longer than the buffer, and (checked in #parse) at most the limit.
+      const grown = new Uint8Array(Math.min(this.#buffer.length * 2, HEADER_SIZE + this.#maxMessageSize));
+      grown.set(this.#buffer.subarray(0, kept));
       this.#buffer = grown;
       this.#view = new DataView(grown.buffer);
     }
@@ -194,10 +192,7 @@ export class FrameReader {
 
   /** @returns Bytes read, 0 at end of stream, -1 when nothing is available. */
   #fill(): number {
-    if (this.#end === this.#buffer.length) {
-      if (this.#start === 0) this.#makeRoom(this.#buffer.length + 1);
-      else this.#makeRoom(this.#end - this.#start + 1);
-    }
+    if (this.#end === this.#buffer.length) this.#makeRoom();
     const { read } = libc();
     for (;;) {
       const room = this.#buffer.length - this.#end;
