@@ -1,0 +1,54 @@
+/**
+ * The demo's child process, started by `examples/demo.ts` with ipcbus
+ * `spawn()`. It answers on `pipe:parent` and, when given two FIFO paths, on
+ * those FIFOs too, until the parent closes the pipe.
+ *
+ * Usage (by demo.ts): `deno run --allow-ffi demo_child.ts [<fifo-in> <fifo-out>]`
+ *
+ * @module
+ */
+
+import { type Channel, ChannelClosedError, open } from "../mod.ts";
+import { type DemoMessage, Kind } from "./demo_protocol.ts";
+
+/** Answers `Ping` with `Pong`, counts `Data`, answers `Flush` with `Flushed`. */
+async function serve(input: Channel<DemoMessage>, output: Channel<DemoMessage>): Promise<void> {
+  let received = 0;
+  for (;;) {
+    let message;
+    try {
+      message = await input.receiveMessage();
+    } catch (error) {
+      if (error instanceof ChannelClosedError) return; // the parent is done
+      throw error;
+    }
+    switch (message.type) {
+      case Kind.Ping:
+        await output.send(message.value, { type: Kind.Pong });
+        break;
+      case Kind.Data:
+        received++;
+        break;
+      case Kind.Flush:
+        await output.send({ received }, { type: Kind.Flushed });
+        received = 0;
+        break;
+      default:
+        throw new Error(`demo child: unexpected message type ${message.type}`);
+    }
+  }
+}
+
+const [fifoIn, fifoOut] = Deno.args;
+using parent = await open<DemoMessage>("pipe:parent");
+using fromParent = fifoIn ? await open<DemoMessage>(`fifo:${fifoIn}`) : undefined;
+using toParent = fifoOut ? await open<DemoMessage>(`fifo:${fifoOut}`) : undefined;
+
+const fifoService = fromParent && toParent ? serve(fromParent, toParent) : Promise.resolve();
+await parent.send({ pid: Deno.pid }, { type: Kind.Ready });
+await serve(parent, parent);
+// The parent closed the pipe: stop the FIFO service too (its pending receive
+// settles with ChannelClosedError) and exit.
+fromParent?.close();
+toParent?.close();
+await fifoService;
