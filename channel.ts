@@ -190,7 +190,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Sends a value, waiting for room when the transport is full.
    *
    * @param value The value.
-   * @param options `type`, `priority`, `signal`.
+   * @param options `type`, `priority`, `signal`. On a byte stream (`pipe:`,
+   *   `fifo:`), an abort that comes after part of a large message reached the
+   *   kernel still lets the rest be written (half a frame cannot be taken
+   *   back), so that message arrives although `send` rejected.
    * @returns Settles once the kernel has the whole message.
    * @throws {ChannelClosedError} When the channel or the peer is closed.
    * @throws {MessageTooLargeError} When the encoded value is over `info.maxMessageSize`.

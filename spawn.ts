@@ -146,7 +146,9 @@ export function spawn<T = unknown>(command: string, options: SpawnOptions<T> = {
     closeFd(childReadLow);
     closeFd(childWriteLow);
     owned.length = 0;
-    const channel = new Channel<T>(new Pipe(parentRead, parentWrite, options), options);
+    const pipe = new Pipe(parentRead, parentWrite, options);
+    pipe.info.address = `pipe:child/${pid}`;
+    const channel = new Channel<T>(pipe, options);
     return { channel, child };
   } catch (error) {
     for (const fd of owned) closeFd(fd);

@@ -91,14 +91,19 @@ export class FrameReader {
   #start = 0;
   #end = 0;
   #broken: FrameError | undefined;
+  readonly #resyncAtEnd: boolean;
 
   /**
    * @param fd A non-blocking descriptor.
    * @param maxMessageSize Largest payload accepted; a header claiming more is a {@linkcode FrameError}.
+   * @param resyncAtEnd After malformed data, discard bytes until the end of
+   *   the stream (then `reset()` makes the reader usable again) instead of
+   *   failing every later read with the same error.
    */
-  constructor(fd: number, maxMessageSize: number) {
+  constructor(fd: number, maxMessageSize: number, resyncAtEnd = false) {
     this.fd = fd;
     this.#maxMessageSize = maxMessageSize;
+    this.#resyncAtEnd = resyncAtEnd;
   }
 
   /** Bytes buffered that do not yet form a whole frame. */
@@ -120,7 +125,10 @@ export class FrameReader {
    * @throws {FrameError} On malformed data, or a stream that ended inside a frame.
    */
   next(): StreamFrame | null | typeof END_OF_STREAM {
-    if (this.#broken) throw this.#broken;
+    if (this.#broken) {
+      if (!this.#resyncAtEnd) throw this.#broken;
+      return this.#discard();
+    }
     for (;;) {
       const frame = this.#parse();
       if (frame !== null) return frame;
@@ -165,6 +173,16 @@ export class FrameReader {
     this.#start = at + total;
     if (this.#start === this.#end) this.#start = this.#end = 0;
     return { type, data: buffer.subarray(at + HEADER_SIZE, at + total) };
+  }
+
+  /** Drops whatever arrives until the end of the stream. */
+  #discard(): null | typeof END_OF_STREAM {
+    for (;;) {
+      this.#start = this.#end = 0;
+      const more = this.#fill();
+      if (more === 0) return END_OF_STREAM;
+      if (more < 0) return null;
+    }
   }
 
   #fail(message: string): never {

@@ -84,15 +84,23 @@ export abstract class StreamTransport implements Transport {
     const outcome = this.#attempt(data, type);
     if (outcome === "written") return true;
     if (!outcome.partial) return false;
-    // The kernel took part of a large frame: keep a copy of the rest (the
-    // caller may reuse its buffer) and finish it off the fast path. The next
-    // send waits for it, as FrameWriter.write reports "full" until then.
-    const writer = outcome.writer!;
-    writer.ownPending();
-    const controller = new AbortController();
-    this.#background = controller;
-    writer.flush(controller.signal).catch(() => writer.reset());
+    // The kernel took part of a large frame: finish it off the fast path with
+    // a copy of the rest (the caller may reuse its buffer). The next send
+    // waits for it, as FrameWriter.write reports "full" until then.
+    this.#finishLater(outcome.writer!);
     return true;
+  }
+
+  /**
+   * Called when a frame left partly written (by `trySend`, or by a `send`
+   * aborted midway) has been finished in the background.
+   */
+  protected frameFinished(_writer: FrameWriter): void {}
+
+  #finishLater(writer: FrameWriter): void {
+    writer.ownPending();
+    this.#background ??= new AbortController(); // aborted by close()
+    writer.flush(this.#background.signal).then(() => this.frameFinished(writer), () => writer.reset());
   }
 
   send(data: Uint8Array, type: number, _priority: number, signal: AbortSignal): Promise<void> | undefined {
@@ -123,7 +131,17 @@ export abstract class StreamTransport implements Transport {
     state: { writer: FrameWriter | null; partial: boolean },
   ): Promise<void> {
     for (;;) {
-      if (state.partial) return await state.writer!.flush(signal);
+      if (state.partial) {
+        const writer = state.writer!;
+        try {
+          return await writer.flush(signal);
+        } catch (error) {
+          // Part of the frame is in the stream and cannot be taken back: the
+          // rest is still written, or every later frame would be garbage.
+          if (signal.aborted && !this.#closed) this.#finishLater(writer);
+          throw error;
+        }
+      }
       if (state.writer === null) await this.waitForWriter(signal);
       else await waitFd(state.writer.fd, POLL.OUT, signal);
       const next = this.#attempt(data, type);

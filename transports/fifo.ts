@@ -214,7 +214,9 @@ export class Fifo extends StreamTransport {
   }
 
   protected reader(): FrameReader {
-    return this.#reader ??= new FrameReader(this.#openEnd(O.RDONLY), this.#maxMessageSize);
+    // After malformed data the reader discards bytes until every writer has
+    // gone, then reopens and reads cleanly again.
+    return this.#reader ??= new FrameReader(this.#openEnd(O.RDONLY), this.#maxMessageSize, true);
   }
 
   protected writer(): FrameWriter | null {
@@ -272,8 +274,17 @@ export class Fifo extends StreamTransport {
     try {
       return super.trySend(data, type);
     } finally {
-      if (this.#writer === writer && !writer.pending) lockWholeFile(writer.fd, F.UNLCK, false);
+      this.#unlock(writer);
     }
+  }
+
+  /** Releases the write lock, unless part of a frame is still to be written (then frameFinished does). */
+  #unlock(writer: FrameWriter): void {
+    if (this.#writer === writer && !writer.pending && !this.closed) lockWholeFile(writer.fd, F.UNLCK, false);
+  }
+
+  protected override frameFinished(writer: FrameWriter): void {
+    if (this.#writers === "locked") this.#unlock(writer);
   }
 
   override send(
@@ -301,7 +312,7 @@ export class Fifo extends StreamTransport {
     try {
       await super.send(data, type, priority, signal);
     } finally {
-      if (this.#writer === writer && !this.closed) lockWholeFile(writer.fd, F.UNLCK, false);
+      this.#unlock(writer);
     }
   }
 

@@ -81,7 +81,7 @@ export class Pipe extends StreamTransport {
     this.#writer = new FrameWriter(writeFd);
     this.info = {
       scheme: "pipe",
-      address: "pipe:",
+      address: `pipe:fds/${readFd},${writeFd}`,
       capabilities: {
         types: true,
         typeFilter: false,
@@ -108,7 +108,12 @@ export class Pipe extends StreamTransport {
   static pair(options: PipeOptions = {}): [Pipe, Pipe] {
     const [leftRead, rightWrite] = makePipe();
     const [rightRead, leftWrite] = makePipe();
-    return [new Pipe(leftRead, leftWrite, options), new Pipe(rightRead, rightWrite, options)];
+    const ends: [Pipe, Pipe] = [
+      new Pipe(leftRead, leftWrite, options),
+      new Pipe(rightRead, rightWrite, options),
+    ];
+    for (const end of ends) end.info.address = "pipe:pair";
+    return ends;
   }
 
   /**
