@@ -1,0 +1,131 @@
+/**
+ * The benchmark's child process (the Deno side): echoes `ECHO` frames and
+ * counts `DATA` frames, answering `DONE`, over one of
+ *
+ * - `pipe bytes|json [--spin=µs]`: ipcbus `pipe:parent` (started by ipcbus `spawn()`)
+ * - `fifo DOWN UP [--spin=µs]`: ipcbus `fifo:` channels, reading DOWN and writing UP
+ * - `stdio`: plain `Deno.stdin` / `Deno.stdout` (started by `Deno.Command`)
+ * - `unix PATH`: a plain Deno Unix socket connection to PATH
+ *
+ * Protocol and frame format: see `_frames.ts`. Exits at end of stream, on
+ * `QUIT`, or when the ipcbus channel is closed by the parent.
+ *
+ * @module
+ */
+
+import { bytes, type Channel, ChannelClosedError, json, open } from "../mod.ts";
+import { CONSUMER, encodeFrame, FrameReader, readU32, T, u32s, writeAll } from "./_frames.ts";
+
+type Received = { value: unknown; type: number };
+
+async function serveChannel(rx: Channel<unknown>, tx: Channel<unknown>, codec: "bytes" | "json") {
+  const echo = { type: T.ECHO };
+  const done = { type: T.DONE };
+  let target = 0;
+  let count = 0;
+  let useTry = false;
+  for (;;) {
+    let message: Received;
+    try {
+      if (useTry) {
+        const result = rx.tryReceive();
+        if (result.ok) message = result;
+        else if (result.reason === "closed") return;
+        else message = await rx.receiveMessage();
+      } else {
+        message = await rx.receiveMessage();
+      }
+    } catch (error) {
+      if (error instanceof ChannelClosedError) return;
+      throw error;
+    }
+    switch (message.type) {
+      case T.ECHO:
+        await tx.send(message.value, echo);
+        break;
+      case T.BEGIN: {
+        const value = message.value as Uint8Array;
+        target = readU32(value, 0);
+        useTry = readU32(value, 4) === CONSUMER.TRY_RECEIVE;
+        count = 0;
+        break;
+      }
+      case T.DATA:
+        if (++count === target) {
+          useTry = false;
+          await tx.send(codec === "bytes" ? u32s(count) : count, done);
+        }
+        break;
+      case T.QUIT:
+        return;
+      default:
+        throw new Error(`unexpected message type ${message.type}`);
+    }
+  }
+}
+
+async function serveRaw(reader: FrameReader, write: (bytes: Uint8Array) => Promise<number>) {
+  let target = 0;
+  let count = 0;
+  for (;;) {
+    const frame = reader.tryNext() ?? await reader.next();
+    if (frame === null) return;
+    switch (frame.type) {
+      case T.ECHO:
+        await writeAll(write, frame.frame);
+        break;
+      case T.BEGIN:
+        target = readU32(frame.payload, 0);
+        count = 0;
+        break;
+      case T.DATA:
+        if (++count === target) await writeAll(write, encodeFrame(T.DONE, u32s(count)));
+        break;
+      case T.QUIT:
+        return;
+      default:
+        throw new Error(`unexpected frame type ${frame.type}`);
+    }
+  }
+}
+
+const spinArg = Deno.args.find((arg) => arg.startsWith("--spin="));
+const spin = spinArg === undefined ? undefined : Number(spinArg.slice("--spin=".length));
+const [mode, ...rest] = Deno.args.filter((arg) => arg !== spinArg);
+switch (mode) {
+  case "pipe": {
+    const codec = rest[0] === "json" ? "json" : "bytes";
+    using parent = await open<unknown>("pipe:parent", {
+      codec: (codec === "json" ? json : bytes) as never,
+      spin,
+    });
+    await serveChannel(parent, parent, codec);
+    break;
+  }
+  case "fifo": {
+    // A FIFO reader never sees the end of the stream (it waits for the next
+    // writer), so the parent also holds our stdin: its end means the parent is gone.
+    (async () => {
+      const buffer = new Uint8Array(16);
+      while (await Deno.stdin.read(buffer) !== null);
+      Deno.exit(0);
+    })();
+    const [down, up] = rest;
+    const options = { codec: bytes as never, writers: "single", spin };
+    using rx = await open<unknown>(`fifo:${down}`, options);
+    using tx = await open<unknown>(`fifo:${up}`, options);
+    await serveChannel(rx, tx, "bytes");
+    break;
+  }
+  case "stdio":
+    await serveRaw(new FrameReader((buffer) => Deno.stdin.read(buffer)), (b) => Deno.stdout.write(b));
+    break;
+  case "unix": {
+    using conn = await Deno.connect({ transport: "unix", path: rest[0] });
+    await serveRaw(new FrameReader((buffer) => conn.read(buffer)), (b) => conn.write(b));
+    break;
+  }
+  default:
+    console.error(`echo_child.ts: unknown mode "${mode}" (pipe, fifo, stdio or unix)`);
+    Deno.exit(2);
+}
