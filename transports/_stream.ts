@@ -46,13 +46,17 @@ export const END_OF_STREAM: unique symbol = Symbol("end of stream");
 
 /**
  * Bounded spinning before parking: retry the non-blocking call for up to
- * `budget` µs. After 8 misses in a row (an idle peer), spin only on every
- * 8th wait until a spin succeeds again, so an idle channel wastes at most
- * budget/8 µs per wait.
+ * `budget` µs. Whether spinning pays is judged by the parked waits that
+ * follow a miss: a wait that ends within {@linkcode ACTIVE_FACTOR} × budget
+ * means the peer is active (spinning should go on: when both sides park,
+ * each hop pays two thread wake-ups and neither catches the other); eight
+ * longer waits in a row mean an idle peer, and spinning stops until a parked
+ * wait is short again. So an idle channel wastes at most 8 spins.
  */
 export class Spinner {
   readonly #budget: number;
-  #misses = 0;
+  #idle = 0;
+  #parkedAt = 0;
 
   /** @param budgetMicros Longest spin in µs (0 disables). */
   constructor(budgetMicros: number) {
@@ -61,25 +65,34 @@ export class Spinner {
 
   /**
    * Spins until `attempt` returns something other than `undefined` or the
-   * budget runs out.
+   * budget runs out (or returns at once when spinning does not pay now).
+   * Call {@linkcode Spinner.woke} when the parked wait after a miss ends.
    *
    * @param attempt The non-blocking call.
-   * @returns The attempt's result, or `undefined` after the budget.
+   * @returns The attempt's result, or `undefined`: park now.
    */
   spin<R>(attempt: () => R | undefined): R | undefined {
-    if (this.#budget === 0 || (this.#misses >= 8 && this.#misses++ % 8 !== 0)) return undefined;
-    const deadline = performance.now() + this.#budget / 1000;
-    do {
-      const result = attempt();
-      if (result !== undefined) {
-        this.#misses = 0;
-        return result;
-      }
-    } while (performance.now() < deadline);
-    if (this.#misses < 8) this.#misses++;
+    const start = performance.now();
+    if (this.#budget > 0 && this.#idle < 8) {
+      const deadline = start + this.#budget / 1000;
+      do {
+        const result = attempt();
+        if (result !== undefined) return result;
+      } while (performance.now() < deadline);
+    }
+    this.#parkedAt = start;
     return undefined;
   }
+
+  /** Reports that the wait parked after a miss got what it waited for. */
+  woke(): void {
+    const waited = (performance.now() - this.#parkedAt) * 1000;
+    this.#idle = waited <= this.#budget * ACTIVE_FACTOR ? 0 : Math.min(8, this.#idle + 1);
+  }
 }
+
+/** A parked wait shorter than this many spin budgets counts as an active peer. */
+export const ACTIVE_FACTOR = 8;
 
 /** Reads frames from a non-blocking descriptor. */
 export class FrameReader {

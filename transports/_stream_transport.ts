@@ -21,11 +21,13 @@ export abstract class StreamTransport implements Transport {
   abstract readonly info: TransportInfo;
   #closed = false;
   #background: AbortController | undefined;
-  readonly #spinner: Spinner;
+  readonly #receiveSpinner: Spinner;
+  readonly #sendSpinner: Spinner;
 
   /** @param spinMicros Spin budget in µs before parking. */
   constructor(spinMicros: number) {
-    this.#spinner = new Spinner(spinMicros);
+    this.#receiveSpinner = new Spinner(spinMicros);
+    this.#sendSpinner = new Spinner(spinMicros);
   }
 
   /** The reader, opened on first use. */
@@ -73,10 +75,16 @@ export abstract class StreamTransport implements Transport {
   }
 
   async receive(_filter: unknown, signal: AbortSignal): Promise<ReceivedFrame> {
+    const spinner = this.#receiveSpinner;
+    const frame = this.tryReceive() ?? spinner.spin(() => this.tryReceive() ?? undefined);
+    if (frame) return frame;
     for (;;) {
-      const frame = this.tryReceive() ?? this.#spinner.spin(() => this.tryReceive() ?? undefined);
-      if (frame) return frame;
       await waitFd(this.reader().fd, POLL.IN, signal);
+      const frame = this.tryReceive();
+      if (frame) {
+        spinner.woke();
+        return frame;
+      }
     }
   }
 
@@ -131,22 +139,28 @@ export abstract class StreamTransport implements Transport {
     state: { writer: FrameWriter | null; partial: boolean },
   ): Promise<void> {
     for (;;) {
-      if (state.partial) {
-        const writer = state.writer!;
-        try {
-          return await writer.flush(signal);
-        } catch (error) {
-          // Part of the frame is in the stream and cannot be taken back: the
-          // rest is still written, or every later frame would be garbage.
-          if (signal.aborted && !this.#closed) this.#finishLater(writer);
-          throw error;
-        }
-      }
+      if (state.partial) return await this.#finishFrame(state.writer!, signal);
       if (state.writer === null) await this.waitForWriter(signal);
+      else if (state.writer.pending) await this.#finishFrame(state.writer, signal); // left by trySend
       else await waitFd(state.writer.fd, POLL.OUT, signal);
       const next = this.#attempt(data, type);
       if (next === "written") return;
       state = next;
+    }
+  }
+
+  /** Writes the rest of a partly written frame: spin while the reader drains, then park. */
+  async #finishFrame(writer: FrameWriter, signal: AbortSignal): Promise<void> {
+    const spinner = this.#sendSpinner;
+    if (spinner.spin(() => writer.flushSome() || undefined)) return;
+    try {
+      await writer.flush(signal);
+      spinner.woke();
+    } catch (error) {
+      // Part of the frame is in the stream and cannot be taken back: the rest
+      // is still written, or every later frame would be garbage.
+      if (signal.aborted && !this.#closed) this.#finishLater(writer);
+      throw error;
     }
   }
 
