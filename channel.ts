@@ -114,7 +114,9 @@ class Queue {
       return await operation();
     } finally {
       this.length--;
-      release();
+      // An operation aborted while queued must not let the ones behind it
+      // start before the ones ahead of it are done.
+      previous.then(release);
     }
   }
 }
@@ -158,6 +160,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   readonly #sends = new Queue();
   readonly #receives = new Queue();
   #closed = false;
+  #asyncSchema = false;
+  #kept: Promise<Message<T>> | undefined; // see tryReceive
   #readable: ReadableStream<T> | undefined;
   #writable: WritableStream<T> | undefined;
 
@@ -253,6 +257,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   async receiveMessage(options: ReceiveOptions = {}): Promise<Message<T>> {
     const filter = this.#filter(options);
+    const kept = this.#kept;
+    if (kept && this.#receives.length === 0) {
+      this.#kept = undefined;
+      return await kept;
+    }
     if (this.#receives.length === 0) {
       const frame = this.#transport.tryReceive(filter);
       if (frame !== null) return await this.#decode(frame);
@@ -277,6 +286,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   tryReceive(options: ReceiveSelector = {}): TryReceiveResult<T> {
     if (this.#closed) return { ok: false, reason: "closed" };
     const filter = this.#filter(options);
+    if (this.#asyncSchema) {
+      throw new TypeError("tryReceive cannot run this channel's asynchronous schema; use receive()");
+    }
     if (this.#receives.length > 0) return { ok: false, reason: "empty" };
     let frame;
     try {
@@ -289,7 +301,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const value = this.#decodeValue(frame.data);
     const checked = this.#schema ? this.#validate(value) : value;
     if (checked instanceof Promise) {
-      throw new TypeError("tryReceive cannot run an asynchronous schema; use receive()");
+      // Learnt too late: the message is already off the transport. Keep it
+      // for the next receive() rather than lose it.
+      const { type, priority } = frame;
+      this.#kept = checked.then((value) => ({ value, type, priority }));
+      this.#kept.catch(() => {}); // reported by the receive() that takes it
+      this.#asyncSchema = true;
+      throw new TypeError(
+        "tryReceive cannot run this channel's asynchronous schema; the message is kept for the next receive()",
+      );
     }
     return { ok: true, value: checked, type: frame.type, priority: frame.priority };
   }

@@ -129,6 +129,9 @@ export function spawn<T = unknown>(command: string, options: SpawnOptions<T> = {
       if (name.includes("=") || name === "") {
         throw new TypeError(`invalid environment variable name "${name}"`);
       }
+      if (name === PIPE_ENV) {
+        throw new TypeError(`${PIPE_ENV} is set by spawn() itself and cannot be given in env`);
+      }
       return `${name}=${value}`;
     });
     const overridden = new Set([PIPE_ENV, ...Object.keys(options.env ?? {})]);

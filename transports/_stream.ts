@@ -99,35 +99,32 @@ export class FrameReader {
   /** The descriptor read from (may be replaced by the owner, e.g. on FIFO reopen). */
   fd: number;
   readonly #maxMessageSize: number;
+  readonly #resync: boolean;
   #buffer = new Uint8Array(64 * 1024);
   #view = new DataView(this.#buffer.buffer);
   #start = 0;
   #end = 0;
   #broken: FrameError | undefined;
-  readonly #resyncAtEnd: boolean;
+  #skipping = false;
 
   /**
    * @param fd A non-blocking descriptor.
    * @param maxMessageSize Largest payload accepted; a header claiming more is a {@linkcode FrameError}.
-   * @param resyncAtEnd After malformed data, discard bytes until the end of
-   *   the stream (then `reset()` makes the reader usable again) instead of
-   *   failing every later read with the same error.
+   * @param resync After malformed data, skip ahead to the next valid frame
+   *   header (for streams with several writers, whose frames each start
+   *   cleanly) instead of failing every later read with the same error.
    */
-  constructor(fd: number, maxMessageSize: number, resyncAtEnd = false) {
+  constructor(fd: number, maxMessageSize: number, resync = false) {
     this.fd = fd;
     this.#maxMessageSize = maxMessageSize;
-    this.#resyncAtEnd = resyncAtEnd;
+    this.#resync = resync;
   }
 
-  /** Bytes buffered that do not yet form a whole frame. */
-  get buffered(): number {
-    return this.#end - this.#start;
-  }
-
-  /** Drops buffered bytes and clears a broken state (after a reconnect). */
+  /** Drops buffered bytes and any error state (after a reconnect). */
   reset(): void {
     this.#start = this.#end = 0;
     this.#broken = undefined;
+    this.#skipping = false;
   }
 
   /**
@@ -138,70 +135,91 @@ export class FrameReader {
    * @throws {FrameError} On malformed data, or a stream that ended inside a frame.
    */
   next(): StreamFrame | null | typeof END_OF_STREAM {
-    if (this.#broken) {
-      if (!this.#resyncAtEnd) throw this.#broken;
-      return this.#discard();
-    }
+    if (this.#broken) throw this.#broken;
     for (;;) {
-      const frame = this.#parse();
-      if (frame !== null) return frame;
-      const more = this.#fill();
-      if (more === 0) {
-        if (this.#end === this.#start) return END_OF_STREAM;
-        const partial = this.#end - this.#start;
-        this.#start = this.#end = 0;
-        throw new FrameError(
-          `stream ended inside a frame (${partial} bytes of an incomplete frame were discarded)`,
-        );
+      if (!this.#skipping || this.#skip()) {
+        const frame = this.#parse();
+        if (frame !== null) return frame;
       }
+      const more = this.#fill();
       if (more < 0) return null;
+      if (more > 0) continue;
+      const partial = this.#end - this.#start;
+      const skipping = this.#skipping;
+      this.reset();
+      if (partial === 0 || skipping) return END_OF_STREAM;
+      throw new FrameError(
+        `stream ended inside a frame (${partial} bytes of an incomplete frame were discarded)`,
+      );
     }
+  }
+
+  /** What is wrong with the 12-byte header at `at`, or null when it is valid. */
+  #problem(at: number): string | null {
+    const buffer = this.#buffer;
+    if (buffer[at] !== MAGIC0 || buffer[at + 1] !== MAGIC1) {
+      return `bad magic 0x${hex(buffer[at])}${hex(buffer[at + 1])} (expected 0x4942 "IB"): ` +
+        `the peer does not speak the ipcbus wire format`;
+    }
+    if (buffer[at + 2] !== VERSION) {
+      return `unsupported wire format version ${buffer[at + 2]} (this reader speaks ${VERSION})`;
+    }
+    if (buffer[at + 3] !== 0) return `unknown frame flags 0x${hex(buffer[at + 3])}`;
+    if (this.#view.getUint32(at + 4, true) === 0) return "frame with type 0 (types start at 1)";
+    const length = this.#view.getUint32(at + 8, true);
+    if (length > this.#maxMessageSize) {
+      return `frame claims ${length} bytes, more than maxMessageSize ${this.#maxMessageSize}`;
+    }
+    return null;
   }
 
   #parse(): StreamFrame | null {
     const available = this.#end - this.#start;
     if (available < HEADER_SIZE) return null;
     const at = this.#start;
-    const buffer = this.#buffer;
-    if (buffer[at] !== MAGIC0 || buffer[at + 1] !== MAGIC1) {
-      return this.#fail(
-        `bad magic 0x${hex(buffer[at])}${hex(buffer[at + 1])} (expected 0x4942 "IB"): ` +
-          `the peer does not speak the ipcbus wire format`,
-      );
+    const problem = this.#problem(at);
+    if (problem !== null) {
+      if (!this.#resync) {
+        this.#broken = new FrameError(problem);
+        this.#start = this.#end = 0;
+        throw this.#broken;
+      }
+      this.#start = at + 1;
+      this.#skipping = true;
+      throw new FrameError(`${problem}; skipping ahead to the next valid frame header`);
     }
-    if (buffer[at + 2] !== VERSION) {
-      return this.#fail(`unsupported wire format version ${buffer[at + 2]} (this reader speaks ${VERSION})`);
-    }
-    if (buffer[at + 3] !== 0) return this.#fail(`unknown frame flags 0x${hex(buffer[at + 3])}`);
     const type = this.#view.getUint32(at + 4, true);
-    const length = this.#view.getUint32(at + 8, true);
-    if (type === 0) return this.#fail("frame with type 0 (types start at 1)");
-    if (length > this.#maxMessageSize) {
-      return this.#fail(`frame claims ${length} bytes, more than maxMessageSize ${this.#maxMessageSize}`);
-    }
-    const total = HEADER_SIZE + length;
+    const total = HEADER_SIZE + this.#view.getUint32(at + 8, true);
     // Not all there yet. The buffer grows as bytes arrive (#fill), never
     // because a header claims a size.
     if (available < total) return null;
     this.#start = at + total;
     if (this.#start === this.#end) this.#start = this.#end = 0;
-    return { type, data: buffer.subarray(at + HEADER_SIZE, at + total) };
+    return { type, data: this.#buffer.subarray(at + HEADER_SIZE, at + total) };
   }
 
-  /** Drops whatever arrives until the end of the stream. */
-  #discard(): null | typeof END_OF_STREAM {
-    for (;;) {
-      this.#start = this.#end = 0;
-      const more = this.#fill();
-      if (more === 0) return END_OF_STREAM;
-      if (more < 0) return null;
+  /**
+   * Looks for the next valid header in the buffered bytes.
+   *
+   * @returns True when found (reading resumes there); false when more bytes
+   *   are needed (a possible header start is kept, the rest dropped).
+   */
+  #skip(): boolean {
+    const buffer = this.#buffer;
+    for (let at = this.#start; at < this.#end; at++) {
+      if (buffer[at] !== MAGIC0) continue;
+      if (this.#end - at < HEADER_SIZE) {
+        this.#start = at;
+        return false;
+      }
+      if (this.#problem(at) === null) {
+        this.#start = at;
+        this.#skipping = false;
+        return true;
+      }
     }
-  }
-
-  #fail(message: string): never {
-    this.#broken = new FrameError(message);
     this.#start = this.#end = 0;
-    throw this.#broken;
+    return false;
   }
 
   /** Makes room at the end of a full buffer: move the kept bytes to the front, or double the buffer. */

@@ -214,8 +214,8 @@ export class Fifo extends StreamTransport {
   }
 
   protected reader(): FrameReader {
-    // After malformed data the reader discards bytes until every writer has
-    // gone, then reopens and reads cleanly again.
+    // Several writers, each frame starting cleanly: after malformed data the
+    // reader skips ahead to the next valid header.
     return this.#reader ??= new FrameReader(this.#openEnd(O.RDONLY), this.#maxMessageSize, true);
   }
 
