@@ -31,7 +31,7 @@ import { clampInt, fmt, median, spread } from "./_stats.ts";
 
 type MetricId = "rt" | "tp64" | "tp64k";
 /** ipcbus's default spin budget in µs (documented `spin` option default). */
-const DEFAULT_SPIN = 50;
+const DEFAULT_SPIN = 100;
 const METRICS: readonly MetricId[] = ["rt", "tp64", "tp64k"];
 const SIZE: Record<MetricId, number> = { rt: 64, tp64: 64, tp64k: 64 * 1024 };
 
@@ -50,7 +50,7 @@ interface Plan {
 const USAGE = `usage: deno task bench [--quick] [--runs N] [--spin µs] [--out PATH] [FILTER...]
   --quick     smoke run: 1 repetition of ~30 ms per measurement (results to bench/results/quick.json)
   --runs N    repetitions per measurement (default 5; the median is reported)
-  --spin µs   the ipcbus \`spin\` option for both ends (default: the library's own, 50 µs)
+  --spin µs   the ipcbus \`spin\` option for both ends (default: the library's own, 100 µs)
   --out PATH  where to write the JSON results (default bench/results/latest.json)
   FILTER      target ids, or parts of them: pipe, fifo, c, spin, stdio, unix, json, await`;
 

@@ -13,7 +13,7 @@ import type { ReceivedFrame, Transport, TransportInfo } from "../transport.ts";
 import { END_OF_STREAM, type FrameReader, type FrameWriter, Spinner } from "./_stream.ts";
 
 /** Default spin budget in µs before parking (see `Spinner`). */
-export const DEFAULT_SPIN_MICROS = 50;
+export const DEFAULT_SPIN_MICROS = 100;
 
 /** A stream transport's hooks. */
 export abstract class StreamTransport implements Transport {

@@ -78,7 +78,7 @@ export interface FifoOptions {
   writers?: FifoWriters;
   /** Largest payload in bytes (default 16 MiB; `"many"` caps it at 4084). */
   maxMessageSize?: number;
-  /** µs to spin on the non-blocking call before parking (default 50; 0 disables). */
+  /** µs to spin on the non-blocking call before parking (default 100; 0 disables). */
   spin?: number;
 }
 

@@ -33,7 +33,7 @@ export const CHILD_WRITE_FD = 4;
 export interface PipeOptions {
   /** Largest payload accepted from the peer, in bytes (default 16 MiB). */
   maxMessageSize?: number;
-  /** µs to spin on the non-blocking read before parking (default 50; 0 disables). */
+  /** µs to spin on the non-blocking read before parking (default 100; 0 disables). */
   spin?: number;
 }
 
