@@ -268,3 +268,14 @@ export async function bounded<T>(promise: Promise<T>, what: string, ms = 30_000)
     clearTimeout(timer);
   }
 }
+
+/** Whether a C compiler (`cc`) runs here; tests that build C peers are skipped without one. */
+export const hasCc: boolean = await (async () => {
+  try {
+    const { success } = await new Deno.Command("cc", { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return success;
+  } catch {
+    return false;
+  }
+})();

@@ -8,17 +8,7 @@ import { E } from "../ffi/libc.ts";
 import { FLOCK, IOVEC, OPAQUE, POLLFD, STAT } from "../ffi/structs.ts";
 import { SYMBOLS } from "../ffi/_symbols.ts";
 import { errnoName } from "../errors.ts";
-import { leftovers, TempDir } from "./_helpers.ts";
-
-async function haveCompiler(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("cc", { args: ["--version"], stdout: "null", stderr: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
-const hasCc = await haveCompiler();
+import { hasCc, leftovers, TempDir } from "./_helpers.ts";
 
 /** Every constant ipcbus hard-codes, by its C name. */
 function expectedConstants(): Map<string, number> {

@@ -4,17 +4,8 @@
 // bytes of the documented example frame.
 import assert from "node:assert/strict";
 import { bytes, Channel, open, Pipe, spawn } from "../mod.ts";
-import { bounded, fixture, leftovers, pattern, rawRead, sameBytes, TempDir } from "./_helpers.ts";
+import { bounded, fixture, hasCc, leftovers, pattern, rawRead, sameBytes, TempDir } from "./_helpers.ts";
 
-async function haveCompiler(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("cc", { args: ["--version"], stdout: "null", stderr: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
-const hasCc = await haveCompiler();
 const skipped = hasCc ? "" : " (skipped: no C compiler `cc` found)";
 const timeout = () => AbortSignal.timeout(20_000);
 
