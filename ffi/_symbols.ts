@@ -99,6 +99,37 @@ export const SYMBOLS = {
   kill: { parameters: ["i32", "i32"], result: "i32" },
   // long syscall(long number, long arg1, long arg2);   (pidfd_open)
   syscall2: { name: "syscall", parameters: ["i64", "i64", "i64"], result: "i64" },
+
+  // key_t ftok(const char *pathname, int proj_id);
+  ftok: { parameters: ["buffer", "i32"], result: "i32" },
+  // int msgget(key_t key, int msgflg);
+  msgget: { parameters: ["i32", "i32"], result: "i32" },
+  // int msgsnd(int msqid, const void *msgp, size_t msgsz, int msgflg);
+  msgsnd: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+  // ssize_t msgrcv(int msqid, void *msgp, size_t msgsz, long msgtyp, int msgflg);
+  msgrcv: { parameters: ["i32", "buffer", "usize", "i64", "i32"], result: "isize" },
+  // int msgctl(int msqid, int cmd, struct msqid_ds *buf);
+  msgctl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  // int semget(key_t key, int nsems, int semflg);
+  semget: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int semop(int semid, struct sembuf *sops, size_t nsops);
+  semop: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // int semtimedop(int semid, struct sembuf *sops, size_t nsops, const struct timespec *timeout);
+  semtimedop: { parameters: ["i32", "buffer", "usize", "buffer"], result: "i32" },
+  // int semctl(int semid, int semnum, int cmd, union semun arg);   (an int, or a pointer)
+  semctl: { parameters: ["i32", "i32", "i32", "u64"], result: "i32" },
+  // int semctl(int semid, int semnum, int cmd, union semun arg);   (arg.array / arg.buf from JS memory)
+  semctl_buffer: { name: "semctl", parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  // int shmget(key_t key, size_t size, int shmflg);
+  shmget: { parameters: ["i32", "usize", "i32"], result: "i32" },
+  // void *shmat(int shmid, const void *shmaddr, int shmflg);
+  shmat: { parameters: ["i32", "pointer", "i32"], result: "pointer" },
+  // int shmdt(const void *shmaddr);
+  shmdt: { parameters: ["pointer"], result: "i32" },
+  // int shmctl(int shmid, int cmd, struct shmid_ds *buf);
+  shmctl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  // long sysconf(int name);
+  sysconf: { parameters: ["i32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */
