@@ -137,4 +137,9 @@ export const E = {
   ELOOP: 40,
   ENXIO: 6,
   ENOSYS: 38,
+  E2BIG: 7,
+  ENOSPC: 28,
+  ERANGE: 34,
+  EIDRM: 43,
+  ENOMSG: 42,
 } as const;

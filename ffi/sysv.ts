@@ -1,6 +1,7 @@
 /**
- * System V IPC constants and struct layouts (glibc, 64-bit: x86_64 and
- * aarch64 share them), with small codecs. Checked against the C headers by
+ * System V IPC constants and struct layouts (glibc, 64-bit). x86_64 and
+ * aarch64 share them, except `struct semid_ds` (x86_64 pads its time
+ * fields), with small codecs. Checked against the C headers by
  * `tests/ffi_layout_test.ts` when a C compiler is present.
  *
  * @module
@@ -22,7 +23,14 @@ export const IPC = {
 } as const;
 
 /** msgrcv(2) flags and msgctl(2) commands. */
-export const MSG = { NOERROR: 0o10000, EXCEPT: 0o20000, COPY: 0o40000, STAT: 11, INFO: 12 } as const;
+export const MSG = {
+  NOERROR: 0o10000,
+  EXCEPT: 0o20000,
+  COPY: 0o40000,
+  STAT: 11,
+  INFO: 12,
+  STAT_ANY: 13,
+} as const;
 
 /** semctl(2) commands and semop(2) flags. */
 export const SEM = {
@@ -35,11 +43,12 @@ export const SEM = {
   SETALL: 17,
   STAT: 18,
   INFO: 19,
+  STAT_ANY: 20,
   UNDO: 0x1000,
 } as const;
 
 /** shmat(2) flags and shmctl(2) commands. */
-export const SHM = { RDONLY: 0o10000, RND: 0o20000, STAT: 13, INFO: 14, DEST: 0o1000 } as const;
+export const SHM = { RDONLY: 0o10000, RND: 0o20000, STAT: 13, INFO: 14, STAT_ANY: 15, DEST: 0o1000 } as const;
 
 /** `sysconf(_SC_PAGESIZE)` name. */
 export const SC_PAGESIZE = 30;
@@ -59,7 +68,9 @@ export const MSQID_DS = {
   msg_lrpid: 100,
 } as const;
 /** Layout of `struct semid_ds`. */
-export const SEMID_DS = { size: 104, sem_otime: 48, sem_ctime: 64, sem_nsems: 80 } as const;
+export const SEMID_DS = Deno.build.arch === "aarch64"
+  ? { size: 88, sem_otime: 48, sem_ctime: 56, sem_nsems: 64 } as const
+  : { size: 104, sem_otime: 48, sem_ctime: 64, sem_nsems: 80 } as const;
 /** Layout of `struct shmid_ds`. */
 export const SHMID_DS = {
   size: 112,

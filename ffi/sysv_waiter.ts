@@ -31,6 +31,7 @@
 
 import { Worker } from "node:worker_threads";
 import { E, libcPath } from "./libc.ts";
+import { IPC, SEMBUF } from "./sysv.ts";
 
 /** Largest number of operations in one semaphore wait. */
 export const MAX_SEMAPHORE_OPERATIONS = 64;
@@ -257,6 +258,13 @@ export async function semaphoreOperation(
   const count = sops.length / 6;
   if (!Number.isInteger(count) || count < 1 || count > MAX_SEMAPHORE_OPERATIONS) {
     throw new RangeError(`1 to ${MAX_SEMAPHORE_OPERATIONS} semaphore operations at once, got ${count}`);
+  }
+  for (let at = SEMBUF.sem_flg; at < sops.length; at += SEMBUF.size) {
+    // With IPC_NOWAIT semtimedop fails at once with the EAGAIN that also
+    // means "slice over": the helper would spin. Such operations never wait.
+    if (((sops[at] | (sops[at + 1] << 8)) & IPC.NOWAIT) !== 0) {
+      throw new TypeError("semaphoreOperation: an operation has IPC_NOWAIT; try it with semop instead");
+    }
   }
   const helper = takeHelper();
   helper.sops.set(sops);
