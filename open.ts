@@ -8,6 +8,7 @@ import { Channel, type ChannelOptions } from "./channel.ts";
 import type { TransportFactory } from "./transport.ts";
 import { openFifo } from "./transports/fifo.ts";
 import { openPipe } from "./transports/pipe.ts";
+import { openSysvMessageQueue } from "./transports/sysv_mq.ts";
 
 /** Options of {@linkcode open}: the channel's, the common ones, and any transport's own. */
 export interface OpenOptions<T> extends ChannelOptions<T> {
@@ -26,6 +27,7 @@ export interface OpenOptions<T> extends ChannelOptions<T> {
 const registry = new Map<string, TransportFactory>([
   ["pipe", openPipe],
   ["fifo", openFifo],
+  ["sysv-mq", openSysvMessageQueue],
 ]);
 
 /**
