@@ -6,6 +6,18 @@ import assert from "node:assert/strict";
 import { EFD, F, O, PIPE_BUF, POLL, S, SIG, SPAWN, SYS, WNOHANG } from "../ffi/constants.ts";
 import { E } from "../ffi/libc.ts";
 import { FLOCK, IOVEC, OPAQUE, POLLFD, STAT } from "../ffi/structs.ts";
+import {
+  IPC,
+  IPC_PERM,
+  MSG,
+  MSQID_DS,
+  SC_PAGESIZE,
+  SEM,
+  SEMBUF,
+  SEMID_DS,
+  SHM,
+  SHMID_DS,
+} from "../ffi/sysv.ts";
 import { SYMBOLS } from "../ffi/_symbols.ts";
 import { errnoName } from "../errors.ts";
 import { hasCc, leftovers, TempDir } from "./_helpers.ts";
@@ -23,6 +35,20 @@ function expectedConstants(): Map<string, number> {
   for (const [key, value] of Object.entries(SYS)) map.set(`SYS_${key}`, Number(value));
   map.set("WNOHANG", WNOHANG);
   map.set("PIPE_BUF", PIPE_BUF);
+  return map;
+}
+
+/** The System V constants of ffi/sysv.ts, by their C name. */
+function sysvConstants(): Map<string, number> {
+  const map = new Map<string, number>();
+  for (const [key, value] of Object.entries(IPC)) map.set(`IPC_${key}`, value);
+  for (const [key, value] of Object.entries(MSG)) map.set(`MSG_${key}`, value);
+  // semctl commands are bare (GETVAL); SEM_STAT, SEM_STAT_ANY, SEM_INFO and SEM_UNDO are prefixed.
+  for (const [key, value] of Object.entries(SEM)) {
+    map.set(["STAT", "STAT_ANY", "INFO", "UNDO"].includes(key) ? `SEM_${key}` : key, value);
+  }
+  for (const [key, value] of Object.entries(SHM)) map.set(`SHM_${key}`, value);
+  map.set("_SC_PAGESIZE", SC_PAGESIZE);
   return map;
 }
 
@@ -47,6 +73,10 @@ const LAYOUT = `
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -74,6 +104,25 @@ int main(void) {
   SIZE(posix_spawn_file_actions_t); SIZE(posix_spawnattr_t); SIZE(sigset_t);
   SIZE(nfds_t); SIZE(mode_t); SIZE(uid_t); SIZE(pid_t); SIZE(size_t); SIZE(ssize_t); SIZE(long);
   SIZE(short); SIZE(int); SIZE(unsigned int); SIZE(void *); SIZE(char **);
+  SIZE(struct ipc_perm);
+  P("struct ipc_perm.key", offsetof(struct ipc_perm, __key));
+  P("sizeof struct ipc_perm.key", sizeof(((struct ipc_perm *)0)->__key));
+  FIELD(struct ipc_perm, uid); FIELD(struct ipc_perm, gid); FIELD(struct ipc_perm, cuid);
+  FIELD(struct ipc_perm, cgid); FIELD(struct ipc_perm, mode);
+  SIZE(struct msqid_ds);
+  FIELD(struct msqid_ds, msg_perm); FIELD(struct msqid_ds, msg_stime); FIELD(struct msqid_ds, msg_rtime);
+  FIELD(struct msqid_ds, msg_ctime); FIELD(struct msqid_ds, msg_cbytes); FIELD(struct msqid_ds, msg_qnum);
+  FIELD(struct msqid_ds, msg_qbytes); FIELD(struct msqid_ds, msg_lspid); FIELD(struct msqid_ds, msg_lrpid);
+  SIZE(struct semid_ds);
+  FIELD(struct semid_ds, sem_perm); FIELD(struct semid_ds, sem_otime); FIELD(struct semid_ds, sem_ctime);
+  FIELD(struct semid_ds, sem_nsems);
+  SIZE(struct shmid_ds);
+  FIELD(struct shmid_ds, shm_perm); FIELD(struct shmid_ds, shm_segsz); FIELD(struct shmid_ds, shm_atime);
+  FIELD(struct shmid_ds, shm_dtime); FIELD(struct shmid_ds, shm_ctime); FIELD(struct shmid_ds, shm_cpid);
+  FIELD(struct shmid_ds, shm_lpid); FIELD(struct shmid_ds, shm_nattch);
+  SIZE(struct sembuf);
+  FIELD(struct sembuf, sem_num); FIELD(struct sembuf, sem_op); FIELD(struct sembuf, sem_flg);
+  SIZE(key_t);
   /*CONSTANTS*/
   return 0;
 }
@@ -92,9 +141,10 @@ Deno.test({
     await using dir = await TempDir.make();
     const constants = expectedConstants();
     const errnos = expectedErrno();
+    const sysv = sysvConstants();
     const source = LAYOUT.replace(
       "/*CONSTANTS*/",
-      constantsSource([...constants.keys(), ...[...errnos.keys()].map((name) => name)]),
+      constantsSource([...constants.keys(), ...[...errnos.keys()].map((name) => name), ...sysv.keys()]),
     );
     Deno.writeTextFileSync(`${dir.path}/layout.c`, source);
     const build = await new Deno.Command("cc", {
@@ -202,6 +252,83 @@ Deno.test({
         ) assert.ok(constants.has(name), `${name} is checked`);
       },
     );
+
+    await t.step("System V layouts (ffi/sysv.ts: IPC_PERM, MSQID_DS, SEMID_DS, SHMID_DS, SEMBUF)", () => {
+      // Each layout: its size, every offset, and the width its codec reads.
+      const layouts = [
+        ["struct ipc_perm", IPC_PERM, { key: 4, uid: 4, gid: 4, cuid: 4, cgid: 4, mode: 4 }],
+        ["struct msqid_ds", MSQID_DS, {
+          msg_stime: 8,
+          msg_rtime: 8,
+          msg_ctime: 8,
+          msg_cbytes: 8,
+          msg_qnum: 8,
+          msg_qbytes: 8,
+          msg_lspid: 4,
+          msg_lrpid: 4,
+        }],
+        ["struct semid_ds", SEMID_DS, { sem_otime: 8, sem_ctime: 8, sem_nsems: 8 }],
+        ["struct shmid_ds", SHMID_DS, {
+          shm_segsz: 8,
+          shm_atime: 8,
+          shm_dtime: 8,
+          shm_ctime: 8,
+          shm_cpid: 4,
+          shm_lpid: 4,
+          shm_nattch: 8,
+        }],
+        ["struct sembuf", SEMBUF, { sem_num: 2, sem_op: 2, sem_flg: 2 }],
+      ] as const;
+      const wrong: string[] = [];
+      for (const [type, layout, widths] of layouts) {
+        if (layout.size !== c.get(`sizeof ${type}`)) {
+          wrong.push(`sizeof ${type}: ipcbus ${layout.size}, C ${c.get(`sizeof ${type}`)}`);
+        }
+        for (const [field, width] of Object.entries(widths)) {
+          const offset = (layout as Record<string, number>)[field];
+          if (offset !== c.get(`${type}.${field}`)) {
+            wrong.push(`${type}.${field}: ipcbus offset ${offset}, C ${c.get(`${type}.${field}`)}`);
+          }
+          if (width !== c.get(`sizeof ${type}.${field}`)) {
+            wrong.push(
+              `${type}.${field}: codec reads ${width} bytes, C has ${c.get(`sizeof ${type}.${field}`)}`,
+            );
+          }
+        }
+        assert.deepEqual(
+          Object.keys(layout).filter((field) => field !== "size" && !(field in widths)),
+          [],
+          `${type}: every field of the layout is checked`,
+        );
+      }
+      // decodeIpcPerm reads the ipc_perm at offset 0 of every *_ds buffer.
+      for (
+        const field of ["struct msqid_ds.msg_perm", "struct semid_ds.sem_perm", "struct shmid_ds.shm_perm"]
+      ) {
+        if (c.get(field) !== 0) wrong.push(`${field}: at ${c.get(field)}, decodeIpcPerm reads it at 0`);
+      }
+      assert.deepEqual(wrong, []);
+      assert.equal(c.get("sizeof key_t"), 4, "key_t is declared i32 (semget/shmget/msgget/ftok)");
+      assert.deepEqual(SYMBOLS.semget.parameters, ["i32", "i32", "i32"]);
+      assert.equal(SYMBOLS.ftok.result, "i32");
+      assert.equal(c.get("sizeof size_t"), 8, "shmget size and semop/semtimedop nsops are usize");
+      assert.equal(SYMBOLS.shmget.parameters[1], "usize");
+      assert.equal(SYMBOLS.semop.parameters[2], "usize");
+    });
+
+    await t.step("System V constants (ffi/sysv.ts: IPC_*, MSG_*, SEM, SHM_*, _SC_PAGESIZE)", () => {
+      const wrong: string[] = [];
+      for (const [name, value] of sysv) {
+        const actual = c.get(name);
+        if (actual !== value) wrong.push(`${name}: ipcbus ${value}, C ${actual}`);
+      }
+      assert.deepEqual(wrong, []);
+      for (
+        const name of ["IPC_CREAT", "IPC_EXCL", "IPC_NOWAIT", "IPC_RMID", "SEM_UNDO", "GETNCNT", "SHM_RDONLY"]
+      ) {
+        assert.ok(sysv.has(name), `${name} is checked`);
+      }
+    });
 
     await t.step("errno values and names (ffi/libc.ts E, errors.ts)", () => {
       const wrong: string[] = [];
