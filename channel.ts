@@ -7,6 +7,14 @@
 import { type Codec, json } from "./codec.ts";
 import { ChannelClosedError, FrameError, MessageTooLargeError, ValidationError } from "./errors.ts";
 import type { ReceivedFrame, ReceiveFilter, Transport, TransportInfo } from "./transport.ts";
+import {
+  request as requestOn,
+  type RequestHandler,
+  type RequestOptions,
+  type RpcFrame,
+  serve as serveOn,
+  type ServeOptions,
+} from "./request_reply.ts";
 
 /**
  * A Standard Schema (v1) validator: Zod, Valibot, ArkType and others
@@ -359,6 +367,79 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#writable ??= new WritableStream<T>({ write: (value) => this.send(value) }, {
       highWaterMark: 1,
     });
+  }
+
+  /**
+   * Sends a request and waits for its reply: the client half of
+   * request/reply over one typed queue (see `request_reply.ts` for the wire
+   * layout, reply types and late replies). Any number of requests may be in
+   * flight on one channel; each gets its own reply, matched by id. Needs a
+   * channel opened with the `rpc()` codec, over a transport with
+   * `capabilities.typeFilter` (such as `sysv-mq:`).
+   *
+   * @typeParam Req The request value's type.
+   * @typeParam Res The reply value's type.
+   * @param value The request.
+   * @param options `signal`, `timeout` (ms), `requestType` (default 1), `schema` for the reply.
+   * @returns The reply's value.
+   * @throws {RemoteError} When the server answered with an error (its handler threw, …).
+   * @throws {TypeError} When the transport cannot receive by type (`capabilities.typeFilter`),
+   *   the channel's codec is not `rpc()`, or the channel is serving.
+   * @throws {RangeError} For a `requestType` outside 1 … 2^31 − 1.
+   * @throws {ChannelClosedError} When the channel is closed or the queue removed before the reply.
+   *
+   * @example A client
+   * ```ts ignore
+   * import { open, rpc } from "@ipcbus/ipcbus";
+   *
+   * using client = await open("sysv-mq:0x1a2b", { codec: rpc<{ a: number; b: number }, number>() });
+   * console.log(await client.request({ a: 2, b: 3 }, { timeout: 1000 })); // 5
+   * ```
+   */
+  request<Req, Res>(
+    this: Channel<RpcFrame<Req, Res>>,
+    value: Req,
+    options?: RequestOptions<Res>,
+  ): Promise<Res> {
+    return requestOn(this, value, options);
+  }
+
+  /**
+   * Answers requests of `requestType` (default 1) with `handler` until the
+   * signal aborts or the channel closes: the server half of request/reply
+   * over one typed queue (see `request_reply.ts`). What the handler returns
+   * goes back to the requesting client; what it throws reaches the client
+   * as a `RemoteError`. Needs a channel opened with the `rpc()` codec, over a
+   * transport with `capabilities.typeFilter`, and used for nothing else
+   * while serving.
+   *
+   * @typeParam Req The request value's type.
+   * @typeParam Res The reply value's type.
+   * @param handler Answers one request (sync or async).
+   * @param options `signal`, `requestType`, `concurrency` (default 1), `schema`, `errorMessage`, `onError`.
+   * @returns Resolves once serving has stopped and the requests in hand are answered.
+   * @throws {TypeError} When the transport cannot receive by type (`capabilities.typeFilter`),
+   *   the channel's codec is not `rpc()`, or the channel is already serving.
+   * @throws {RangeError} For a `requestType` outside 1 … 2^31 − 1 or a `concurrency` below 1.
+   *
+   * @example A server
+   * ```ts ignore
+   * import { open, rpc } from "@ipcbus/ipcbus";
+   *
+   * using server = await open("sysv-mq:0x1a2b", {
+   *   create: true,
+   *   codec: rpc<{ a: number; b: number }, number>(),
+   * });
+   * await server.serve(({ a, b }) => a + b, { signal: AbortSignal.timeout(60_000) });
+   * await server.unlink();
+   * ```
+   */
+  serve<Req, Res>(
+    this: Channel<RpcFrame<Req, Res>>,
+    handler: RequestHandler<Req, Res>,
+    options?: ServeOptions<Req>,
+  ): Promise<void> {
+    return serveOn(this, handler, options);
   }
 
   /**
