@@ -4,7 +4,11 @@
  * Typed messages between processes over Linux's own IPC mechanisms, all
  * reached through `Deno.dlopen` against libc, behind one {@linkcode Channel}
  * API. Transports so far: `pipe:` (anonymous pipes to a child started with
- * {@linkcode spawn}) and `fifo:` (named pipes).
+ * {@linkcode spawn}), `fifo:` (named pipes) and `sysv-mq:` (System V message
+ * queues, with receive by type). System V semaphore sets and shared memory
+ * segments are available as primitives ({@linkcode SysvSemaphoreSet},
+ * {@linkcode SysvSharedMemory}), and request/reply over one typed queue as
+ * `channel.request()` / `channel.serve()` with the {@linkcode rpc} codec.
  *
  * Permissions: `--allow-ffi`, plus `--allow-run` for {@linkcode spawn}.
  * Importing the module needs none: libc is loaded on first use.
@@ -83,3 +87,41 @@ export type {
 } from "./transport.ts";
 export { Fifo, type FifoOptions, type FifoWriters } from "./transports/fifo.ts";
 export { Pipe, type PipeOptions } from "./transports/pipe.ts";
+export {
+  openSysvMessageQueue,
+  SysvMessageQueue,
+  type SysvMessageQueueInfo,
+  type SysvMessageQueueOptions,
+  type SysvMessageQueueStat,
+} from "./transports/sysv_mq.ts";
+export {
+  RemoteError,
+  request,
+  type RequestContext,
+  type RequestHandler,
+  type RequestOptions,
+  rpc,
+  type RpcCodec,
+  type RpcFailure,
+  type RpcFrame,
+  type RpcMalformed,
+  type RpcReply,
+  type RpcRequest,
+  serve,
+  type ServeOptions,
+} from "./request_reply.ts";
+export {
+  SEMVMX,
+  type SysvSemaphoreOperation,
+  type SysvSemaphoreOpOptions,
+  type SysvSemaphorePostOptions,
+  SysvSemaphoreSet,
+  type SysvSemaphoreSetOptions,
+  type SysvSemaphoreSetStat,
+  type SysvSemaphoreWaitOptions,
+} from "./sync/sysv_semaphore_set.ts";
+export {
+  SysvSharedMemory,
+  type SysvSharedMemoryOptions,
+  type SysvSharedMemoryStat,
+} from "./memory/sysv_shared_memory.ts";

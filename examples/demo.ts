@@ -108,11 +108,22 @@ try {
   // The FIFOs exist before the child starts; each is removed in `finally`.
   made.push(await open<DemoMessage>(`fifo:${toChildPath}`, { create: true, exclusive: true }));
   made.push(await open<DemoMessage>(`fifo:${fromChildPath}`, { create: true, exclusive: true }));
-  const [toChild, fromChild] = made;
+  // Two private System V queues, one each way; the child opens them by id.
+  made.push(await open<DemoMessage>("sysv-mq:private", { create: true }));
+  made.push(await open<DemoMessage>("sysv-mq:private", { create: true }));
+  const [toChild, fromChild, queueToChild, queueFromChild] = made;
 
   const childScript = new URL("./demo_child.ts", import.meta.url).pathname;
   ({ channel: pipe, child } = spawn<DemoMessage>(Deno.execPath(), {
-    args: ["run", "--allow-ffi", childScript, toChildPath, fromChildPath],
+    args: [
+      "run",
+      "--allow-ffi",
+      childScript,
+      toChildPath,
+      fromChildPath,
+      queueToChild.info.address,
+      queueFromChild.info.address,
+    ],
   }));
   const { pid } = await expect(pipe, Kind.Ready);
   console.log(
@@ -123,6 +134,7 @@ try {
   const rows = [
     await measure("pipe: (spawn)", pipe, pipe),
     await measure("fifo: (two FIFOs)", toChild, fromChild),
+    await measure("sysv-mq: (two queues)", queueToChild, queueFromChild),
   ];
   printTable(rows);
 
@@ -138,8 +150,10 @@ try {
 } finally {
   pipe?.close();
   await child?.[Symbol.asyncDispose](); // kills it if it still runs, and reaps it
-  for (const fifo of made) {
-    fifo.close();
-    await fifo.unlink().catch((error) => console.error(`could not remove ${fifo.info.address}:`, error));
+  for (const channel of made) {
+    channel.close();
+    await channel.unlink().catch((error) =>
+      console.error(`could not remove ${channel.info.address}:`, error)
+    );
   }
 }

@@ -1,9 +1,10 @@
 /**
  * The demo's child process, started by `examples/demo.ts` with ipcbus
- * `spawn()`. It answers on `pipe:parent` and, when given two FIFO paths, on
- * those FIFOs too, until the parent closes the pipe.
+ * `spawn()`. It answers on `pipe:parent`, on two FIFOs and on two System V
+ * queues when given their addresses, until the parent closes the pipe.
  *
- * Usage (by demo.ts): `deno run --allow-ffi demo_child.ts [<fifo-in> <fifo-out>]`
+ * Usage (by demo.ts):
+ * `deno run --allow-ffi demo_child.ts [<fifo-in> <fifo-out> [<sysv-mq-in> <sysv-mq-out>]]`
  *
  * @module
  */
@@ -39,16 +40,23 @@ async function serve(input: Channel<DemoMessage>, output: Channel<DemoMessage>):
   }
 }
 
-const [fifoIn, fifoOut] = Deno.args;
+const [fifoIn, fifoOut, queueIn, queueOut] = Deno.args;
 using parent = await open<DemoMessage>("pipe:parent");
 using fromParent = fifoIn ? await open<DemoMessage>(`fifo:${fifoIn}`) : undefined;
 using toParent = fifoOut ? await open<DemoMessage>(`fifo:${fifoOut}`) : undefined;
+using queueFromParent = queueIn ? await open<DemoMessage>(queueIn) : undefined;
+using queueToParent = queueOut ? await open<DemoMessage>(queueOut) : undefined;
 
 const fifoService = fromParent && toParent ? serve(fromParent, toParent) : Promise.resolve();
+const queueService = queueFromParent && queueToParent
+  ? serve(queueFromParent, queueToParent)
+  : Promise.resolve();
 await parent.send({ pid: Deno.pid }, { type: Kind.Ready });
 await serve(parent, parent);
 // The parent closed the pipe: stop the FIFO service too (its pending receive
 // settles with ChannelClosedError) and exit.
 fromParent?.close();
 toParent?.close();
-await fifoService;
+queueFromParent?.close();
+queueToParent?.close();
+await Promise.all([fifoService, queueService]);
