@@ -89,7 +89,11 @@ export function libcPath(): string {
 
 /**
  * The calling thread's errno, as left by the last synchronous libc call.
- * Read it right after the call: any other FFI call may change it.
+ * Read it right after the call: any other FFI call may change it, and so may
+ * work the JavaScript engine does on this thread in between (a garbage
+ * collection maps and unmaps memory). Keep the code between the call and
+ * this read free of allocations, and treat an errno the call cannot return
+ * as a reason to retry rather than to fail.
  *
  * @returns The errno value.
  */

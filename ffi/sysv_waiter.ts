@@ -23,6 +23,11 @@
  * cancellation within one slice; if its operation completed meanwhile, the
  * caller undoes it. A removed object (`EIDRM`) settles every wait on it.
  *
+ * At most {@linkcode MAX_DETACHED} probes stay parked. Beyond that, a wait
+ * for a queue and filter that has no parked probe polls instead: a
+ * non-blocking size-0 msgrcv probe on the calling thread, with a 1 → 16 ms
+ * backoff. Threads stay bounded; only that corner case is slower to wake.
+ *
  * Helpers are `ref`'d only while someone awaits them, so they never keep
  * the process alive on their own.
  *
@@ -30,13 +35,15 @@
  */
 
 import { Worker } from "node:worker_threads";
-import { E, libcPath } from "./libc.ts";
+import { E, errno, libc, libcPath } from "./libc.ts";
 import { IPC, SEMBUF } from "./sysv.ts";
 
 /** Largest number of operations in one semaphore wait. */
 export const MAX_SEMAPHORE_OPERATIONS = 64;
 /** Slice of a semaphore wait, in ms: the longest a cancelled wait keeps its helper. */
 export const SLICE_MS = 25;
+/** Most message probes left parked after their wait was cancelled. */
+export const MAX_DETACHED = 16;
 
 const IDLE = 0;
 const REQUEST = 1;
@@ -155,6 +162,7 @@ class Helper {
 const idle: Helper[] = [];
 /** Detached message probes, by `qid:type:flags`, adopted by the next wait with the same key. */
 const detached = new Map<string, Helper[]>();
+let detachedCount = 0;
 
 function takeHelper(): Helper {
   return idle.pop() ?? new Helper();
@@ -186,7 +194,10 @@ export async function waitForMessage(
 ): Promise<MessageWait> {
   signal.throwIfAborted();
   const key = `${qid}:${type}:${flags}`;
-  const helper = detached.get(key)?.shift() ?? startProbe(qid, type, flags);
+  const adopted = detached.get(key)?.shift();
+  if (adopted) detachedCount--;
+  else if (detachedCount >= MAX_DETACHED) return await pollForMessage(qid, type, flags, signal);
+  const helper = adopted ?? startProbe(qid, type, flags);
   helper.hold();
   let outcome: Outcome;
   try {
@@ -214,15 +225,47 @@ function detach(key: string, helper: Helper, qid: number): void {
   const parked = detached.get(key) ?? [];
   parked.push(helper);
   detached.set(key, parked);
+  detachedCount++;
   helper.done!.then((outcome) => {
     const list = detached.get(key);
     const at = list?.indexOf(helper) ?? -1;
     if (at < 0) return; // adopted meanwhile: the adopter handles the outcome
     list!.splice(at, 1);
+    detachedCount--;
     if (list!.length === 0) detached.delete(key);
     idle.push(helper);
     if (outcome.result === RESULT_TAKEN) putBack?.(qid, outcome.type);
   });
+}
+
+/** The bounded fallback: probe without waiting, back off, repeat. */
+async function pollForMessage(
+  qid: number,
+  type: bigint,
+  flags: number,
+  signal: AbortSignal,
+): Promise<MessageWait> {
+  const { msgrcv } = libc();
+  const probe = new BigInt64Array(1);
+  const probeBytes = new Uint8Array(probe.buffer);
+  for (let pause = 1;; pause = Math.min(pause * 2, 16)) {
+    const n = Number(msgrcv(qid, probeBytes, 0n, type, flags | IPC.NOWAIT));
+    if (n >= 0) return { kind: "taken", type: probe[0] };
+    const code = errno();
+    if (code === E.E2BIG) return { kind: "ready" };
+    if (code !== E.ENOMSG && code !== E.EINTR) throw errnoFailure(code, "msgrcv");
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      }, pause);
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
 }
 
 /** How a detached probe's zero-length message goes back on its queue (set by the queue transport). */
