@@ -20,9 +20,12 @@ export interface ThroughputRun {
 }
 
 /** A built C program, or why there is none. */
-export type CBuild = { ok: true; binary: string; compiler: string } | { ok: false; reason: string };
+export type CBuild =
+  | { ok: true; binary: string; sysvBinary: string; compiler: string }
+  | { ok: false; reason: string };
 
 const SOURCE = new URL("./c/ipcbench.c", import.meta.url).pathname;
+const SYSV_SOURCE = new URL("./c/sysvbench.c", import.meta.url).pathname;
 
 async function output(command: string, args: string[]): Promise<Deno.CommandOutput | null> {
   try {
@@ -47,13 +50,16 @@ export async function buildC(dir: string): Promise<CBuild> {
     const version = await output(compiler, ["--version"]);
     if (version === null || !version.success) continue;
     const binary = `${dir}/ipcbench`;
-    const build = await output(compiler, ["-O2", "-o", binary, SOURCE]);
-    if (build === null || !build.success) {
-      const stderr = build ? new TextDecoder().decode(build.stderr).trim() : "";
-      return { ok: false, reason: `${compiler} -O2 ${SOURCE} failed${stderr ? `:\n${stderr}` : ""}` };
+    const sysvBinary = `${dir}/sysvbench`;
+    for (const [source, output_] of [[SOURCE, binary], [SYSV_SOURCE, sysvBinary]]) {
+      const build = await output(compiler, ["-O2", "-o", output_, source]);
+      if (build === null || !build.success) {
+        const stderr = build ? new TextDecoder().decode(build.stderr).trim() : "";
+        return { ok: false, reason: `${compiler} -O2 ${source} failed${stderr ? `:\n${stderr}` : ""}` };
+      }
     }
     const name = new TextDecoder().decode(version.stdout).split("\n")[0].trim();
-    return { ok: true, binary, compiler: `${compiler} (${name})` };
+    return { ok: true, binary, sysvBinary, compiler: `${compiler} (${name})` };
   }
   return { ok: false, reason: `no C compiler found (tried ${candidates.join(", ")})` };
 }
@@ -73,7 +79,7 @@ export const runningC: Set<Deno.ChildProcess> = new Set();
 export async function runC<M extends "rt" | "tp">(
   binary: string,
   options: {
-    mechanism: "pipe" | "fifo";
+    mechanism: "pipe" | "fifo" | "sysv";
     mode: M;
     size: number;
     count: number;

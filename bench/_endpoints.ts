@@ -212,6 +212,43 @@ export async function ipcbusFifo(dir: string, spin?: number): Promise<Endpoint> 
   });
 }
 
+/**
+ * ipcbus `sysv-mq:`: two private System V queues (one each way), served by
+ * `echo_child.ts sysv <down> <up>` started with `Deno.Command`.
+ *
+ * @param spin The `spin` option of both ends (undefined: the library's default).
+ * @returns The endpoint.
+ */
+export async function ipcbusSysv(spin?: number): Promise<Endpoint> {
+  const options = { create: true, codec: bytes as never, spin };
+  const tx = await open<unknown>("sysv-mq:private", options);
+  let rx: Channel<unknown> | undefined;
+  let child: Deno.ChildProcess | undefined;
+  try {
+    rx = await open<unknown>("sysv-mq:private", options);
+    child = new Deno.Command(Deno.execPath(), {
+      args: [...CHILD_FLAGS, CHILD, "sysv", tx.info.address, rx.info.address, ...spinArgs(spin)],
+      stdin: "piped", // never written: the child exits when it closes (when this process dies)
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+  } catch (error) {
+    await Promise.allSettled([tx.unlink(), rx?.unlink()]);
+    tx.close();
+    rx?.close();
+    throw error;
+  }
+  const [r, c] = [rx, child];
+  return new ChannelEndpoint(tx, r, "bytes", true, async () => {
+    // Removing the queues settles the child's pending receive: it exits.
+    await Promise.allSettled([tx.unlink(), r.unlink()]);
+    tx.close();
+    r.close();
+    await c.stdin.close().catch(() => {});
+    await settleChild(c.status, () => killQuietly(c));
+  });
+}
+
 /** Plain frames over a byte stream (stdio or a socket). */
 class RawEndpoint implements Endpoint {
   readonly #write: (bytes: Uint8Array) => Promise<number>;

@@ -4,6 +4,7 @@
  *
  * - `pipe bytes|json [--spin=µs]`: ipcbus `pipe:parent` (started by ipcbus `spawn()`)
  * - `fifo DOWN UP [--spin=µs]`: ipcbus `fifo:` channels, reading DOWN and writing UP
+ * - `sysv DOWN UP [--spin=µs]`: ipcbus `sysv-mq:` queues (addresses), reading DOWN and writing UP
  * - `stdio`: plain `Deno.stdin` / `Deno.stdout` (started by `Deno.Command`)
  * - `unix PATH`: a plain Deno Unix socket connection to PATH
  *
@@ -117,6 +118,20 @@ switch (mode) {
     await serveChannel(rx, tx, "bytes");
     break;
   }
+  case "sysv": {
+    // The parent removes both queues when done (our receive then ends); its
+    // end of our stdin covers a parent that died first.
+    (async () => {
+      const buffer = new Uint8Array(16);
+      while (await Deno.stdin.read(buffer) !== null);
+      Deno.exit(0);
+    })();
+    const [down, up] = rest;
+    using rx = await open<unknown>(down, { codec: bytes as never, spin });
+    using tx = await open<unknown>(up, { codec: bytes as never, spin });
+    await serveChannel(rx, tx, "bytes");
+    break;
+  }
   case "stdio":
     await serveRaw(new FrameReader((buffer) => Deno.stdin.read(buffer)), (b) => Deno.stdout.write(b));
     break;
@@ -126,6 +141,6 @@ switch (mode) {
     break;
   }
   default:
-    console.error(`echo_child.ts: unknown mode "${mode}" (pipe, fifo, stdio or unix)`);
+    console.error(`echo_child.ts: unknown mode "${mode}" (pipe, fifo, sysv, stdio or unix)`);
     Deno.exit(2);
 }
