@@ -35,6 +35,7 @@
  */
 
 import { Worker } from "node:worker_threads";
+import { delay } from "./_delay.ts";
 import { E, errno, libc, libcPath } from "./libc.ts";
 import { IPC, SEMBUF } from "./sysv.ts";
 
@@ -254,17 +255,7 @@ async function pollForMessage(
     const code = errno();
     if (code === E.E2BIG) return { kind: "ready" };
     if (code !== E.ENOMSG && code !== E.EINTR) throw errnoFailure(code, "msgrcv");
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      }, pause);
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
+    await delay(pause, signal);
   }
 }
 

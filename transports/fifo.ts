@@ -40,6 +40,7 @@
  */
 
 import { NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { delay } from "../ffi/_delay.ts";
 import { F, O, PIPE_BUF } from "../ffi/constants.ts";
 import {
   closeFd,
@@ -372,21 +373,6 @@ function sameFile(stat: FileStat, identity: FileStat, path: string): void {
       syscall: "fstat",
     });
   }
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /**

@@ -88,6 +88,7 @@ import {
   NotFoundError,
   PermissionDeniedError,
 } from "../errors.ts";
+import { delay } from "../ffi/_delay.ts";
 import { E, errno, lastError, libc, strerror } from "../ffi/libc.ts";
 import { decodeIpcPerm, ftokKey, IPC, MSG, MSQID_DS } from "../ffi/sysv.ts";
 import { HelperErrno, onDetachedMessage, waitForMessage } from "../ffi/sysv_waiter.ts";
@@ -969,21 +970,6 @@ function gap(micros: number): undefined {
 function nextTurn(signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve) => setImmediate(resolve));
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 // A zero-length message taken by a probe whose receive was cancelled goes
