@@ -1,0 +1,55 @@
+// The System V examples run end to end as a user would run them (separate
+// processes over real kernel queues), and leave no queue behind.
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url).pathname;
+
+async function queueIds(): Promise<Set<string>> {
+  const { stdout } = await new Deno.Command("cat", { args: ["/proc/sysvipc/msg"], stdout: "piped" }).output();
+  const lines = new TextDecoder().decode(stdout).trim().split("\n").slice(1);
+  return new Set(lines.map((line) => line.trim().split(/\s+/)[1]).filter(Boolean));
+}
+
+async function runExample(file: string): Promise<string> {
+  const before = await queueIds();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-ffi", "--allow-run", `${root}examples/${file}`],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  try {
+    const { success, stdout, stderr } = await child.output();
+    const out = new TextDecoder().decode(stdout);
+    assert.ok(success, `${file} failed:\n${out}\n${new TextDecoder().decode(stderr)}`);
+    const left = [...await queueIds()].filter((id) => !before.has(id));
+    assert.deepEqual(left, [], `${file} left System V queues behind`);
+    return out;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("examples/sysv_router.ts: each worker gets only its own types", async () => {
+  const out = await runExample("sysv_router.ts");
+  const handled = [...out.matchAll(/job\s+(\d+)\s+(\w+)\s+handled by (\d+)/g)];
+  assert.equal(handled.length, 12);
+  const workerOf = new Map<string, string>();
+  for (const [, , kind, worker] of handled) {
+    assert.equal(workerOf.get(kind) ?? worker, worker, `${kind} jobs went to more than one worker`);
+    workerOf.set(kind, worker);
+  }
+  assert.equal(new Set(workerOf.values()).size, 3);
+  assert.match(out, /all workers stopped/);
+});
+
+Deno.test("examples/sysv_rpc.ts: three client processes get their replies and the remote errors", async () => {
+  const out = await runExample("sysv_rpc.ts");
+  for (const client of ["a", "b", "c"]) {
+    assert.match(out, new RegExp(`client ${client}: 3 × ACME = 37\\.5`));
+    assert.match(out, new RegExp(`client ${client}: 3 × GLOBEX = 9\\.75`));
+    assert.match(out, new RegExp(`client ${client}: UMBRELLA refused: Error: unknown symbol UMBRELLA`));
+  }
+  assert.match(out, /3 of 3 clients done/);
+});
