@@ -7,6 +7,7 @@
  * @module
  */
 
+import { PermissionDeniedError } from "../errors.ts";
 import { cString } from "./cstring.ts";
 import { lastError, libc } from "./libc.ts";
 
@@ -141,4 +142,149 @@ export function ftokKey(path: string, project: number): number {
  */
 export function pageSize(): number {
   return Number(libc().sysconf(SC_PAGESIZE));
+}
+
+/** The ftok(3) project id used when an address gives a path but no project. */
+export const DEFAULT_FTOK_PROJECT = 1;
+
+/**
+ * A key as System V tools print it (`ipcs`): 0x and eight hex digits.
+ *
+ * @param key The key (signed or unsigned).
+ * @returns Text such as `0x00001a2b`.
+ */
+export function keyHex(key: number): string {
+  return `0x${(key >>> 0).toString(16).padStart(8, "0")}`;
+}
+
+/**
+ * Names an object by id, and by key unless it is private.
+ *
+ * @param key Its key (0 for a private object).
+ * @param id Its id.
+ * @returns Text such as `id 5 (key 0x00001a2b)`.
+ */
+export function describeObject(key: number, id: number): string {
+  return key === 0 ? `id ${id} (private)` : `id ${id} (key ${keyHex(key)})`;
+}
+
+/** How a semaphore set or shared memory segment is found: exactly one of these. */
+export interface SysvAddressOptions {
+  /** A key (a 32-bit integer, not 0). */
+  key?: number;
+  /** A new object without a key (`IPC_PRIVATE`). */
+  private?: boolean;
+  /** An existing file whose ftok(3) key to use. */
+  path?: string;
+  /** The ftok(3) project id with `path` (1–255, default 1). */
+  project?: number;
+  /** The id of an existing object (such as a private one handed over by its creator). */
+  id?: number;
+}
+
+/** A resolved address, with a label for messages. */
+export type SysvAddress =
+  | { key: number; label: string }
+  | { id: number; label: string }
+  | { private: true; label: string };
+
+/**
+ * Checks `options` names exactly one way to find an object, and resolves it.
+ *
+ * @param what What the object is, starting messages (`"semaphore set"`).
+ * @param options The address options.
+ * @returns The key (signed 32-bit, as the syscalls take it), id, or private.
+ * @throws {TypeError} When not exactly one is given, or one has the wrong type.
+ * @throws {RangeError} For a key, project or id out of range.
+ */
+export function resolveSysvAddress(what: string, options: SysvAddressOptions): SysvAddress {
+  const given = (["key", "private", "path", "id"] as const).filter((name) => options[name] !== undefined);
+  if (given.length !== 1) {
+    throw new TypeError(
+      `${what}: give exactly one of key, private, path (with project) or id; got ${
+        given.length ? given.join(", ") : "none"
+      }`,
+    );
+  }
+  if (options.project !== undefined && options.path === undefined) {
+    throw new TypeError(`${what}: project goes with path`);
+  }
+  if (options.key !== undefined) {
+    const key = options.key;
+    if (typeof key !== "number") throw new TypeError(`${what}: key must be a number, got ${typeof key}`);
+    if (!Number.isInteger(key) || key < -0x8000_0000 || key > 0xffff_ffff) {
+      throw new RangeError(`${what}: key must be a 32-bit integer, got ${key}`);
+    }
+    if (key === 0) {
+      throw new RangeError(`${what}: key 0 is IPC_PRIVATE; use { private: true } for one without a key`);
+    }
+    return { key: key | 0, label: `key ${keyHex(key)}` };
+  }
+  if (options.private !== undefined) {
+    if (options.private !== true) throw new TypeError(`${what}: private must be true when given`);
+    return { private: true, label: "(private)" };
+  }
+  if (options.path !== undefined) {
+    if (typeof options.path !== "string" || options.path === "") {
+      throw new TypeError(`${what}: path must be a non-empty string`);
+    }
+    const project = options.project ?? DEFAULT_FTOK_PROJECT;
+    const key = ftokKey(options.path, project);
+    return { key, label: `key ${keyHex(key)} (ftok ${options.path}, project ${project})` };
+  }
+  const id = options.id;
+  if (typeof id !== "number") throw new TypeError(`${what}: id must be a number, got ${typeof id}`);
+  if (!Number.isInteger(id) || id < 0 || id > 0x7fff_ffff) {
+    throw new RangeError(`${what}: id must be an integer from 0 to 2147483647, got ${id}`);
+  }
+  return { id, label: `id ${id}` };
+}
+
+/**
+ * Finds an object's owner without needing read permission (`*_STAT_ANY`,
+ * Linux 4.17 and later), scanning the kernel's table of that kind.
+ *
+ * @param kind Which table: semaphore sets or shared memory segments.
+ * @param match Picks the object by key or id.
+ * @returns Its permissions and id, or undefined when not found or unavailable.
+ */
+export function findOwner(
+  kind: "sem" | "shm",
+  match: (key: number, id: number) => boolean,
+): (IpcPermissions & { id: number }) | undefined {
+  const lib = libc();
+  // Big enough for struct semid_ds/shmid_ds and the *_INFO structs.
+  const buffer = new Uint8Array(128);
+  const view = new DataView(buffer.buffer);
+  const control = kind === "sem"
+    ? (index: number, command: number) => lib.semctl_buffer(index, 0, command, buffer)
+    : (index: number, command: number) => lib.shmctl(index, command, buffer);
+  const highest = control(0, kind === "sem" ? SEM.INFO : SHM.INFO);
+  for (let index = 0; index <= highest; index++) {
+    const id = control(index, kind === "sem" ? SEM.STAT_ANY : SHM.STAT_ANY);
+    if (id < 0) continue;
+    const perm = decodeIpcPerm(view);
+    if (match(perm.key, id)) return { ...perm, id };
+  }
+  return undefined;
+}
+
+/**
+ * The same permission error, saying who owns the object and who is asking.
+ *
+ * @param error The error from the failed call.
+ * @param what What the object is (`"semaphore set"`).
+ * @param owner Its owner, from {@linkcode findOwner}.
+ * @returns The more helpful error.
+ */
+export function deniedWithOwner(
+  error: PermissionDeniedError,
+  what: string,
+  owner: IpcPermissions & { id: number },
+): PermissionDeniedError {
+  return new PermissionDeniedError(
+    `${error.message}: ${what} id ${owner.id} belongs to uid ${owner.uid} (gid ${owner.gid}) ` +
+      `with mode 0o${owner.mode.toString(8).padStart(3, "0")}; this process runs as uid ${libc().geteuid()}`,
+    { errno: error.errno, code: error.code, syscall: error.syscall },
+  );
 }

@@ -52,25 +52,20 @@
  */
 
 import { ChannelClosedError, errnoError, IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { errno, libc, strerror } from "../ffi/libc.ts";
+import { E, errno, libc, strerror } from "../ffi/libc.ts";
 import {
   decodeIpcPerm,
-  ftokKey,
+  deniedWithOwner,
+  describeObject,
+  findOwner,
   IPC,
   IPC_PERM,
   type IpcPermissions,
   pageSize,
+  resolveSysvAddress,
   SHM,
   SHMID_DS,
 } from "../ffi/sysv.ts";
-
-// shmctl(2) command that reads any segment's shmid_ds without read
-// permission (Linux >= 4.17); used only to name the owner in a permission
-// error. TODO(ffi): move to SHM in ffi/sysv.ts as STAT_ANY.
-const SHM_STAT_ANY = 15;
-
-/** ftok(3) project id used when `path` comes without `project` (as `sysv-mq:` addresses do). */
-const DEFAULT_FTOK_PROJECT = 1;
 
 /** What shmat(2) returns on failure: `(void *) -1`. */
 const SHMAT_FAILED = 0xffff_ffff_ffff_ffffn;
@@ -131,11 +126,6 @@ export interface SysvSharedMemoryStat extends IpcPermissions {
   removed: boolean;
 }
 
-type Address = { key: number; label: string } | { id: number; label: string } | {
-  private: true;
-  label: string;
-};
-
 /**
  * A System V shared memory segment, attached in this process.
  *
@@ -187,7 +177,7 @@ export class SysvSharedMemory {
     this.mappedSize = Math.ceil(size / page) * page;
     this.created = created;
     this.readOnly = readOnly;
-    this.#label = describe(key, id);
+    this.#label = describeObject(key, id);
     this.#pointer = pointer;
     this.#buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
     this.#view = new Uint8Array(this.#buffer);
@@ -222,7 +212,7 @@ export class SysvSharedMemory {
     if (typeof options !== "object" || options === null) {
       throw new TypeError("SysvSharedMemory.open: options must be an object");
     }
-    const address = resolveAddress(options);
+    const address = resolveSysvAddress("shared memory", options);
     const mode = options.mode ?? 0o600;
     if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
       throw new RangeError(`shared memory: mode must be permission bits from 0 to 0o777, got ${mode}`);
@@ -265,13 +255,13 @@ export class SysvSharedMemory {
             break;
           }
           const code = errno();
-          if (code !== EEXIST || options.exclusive) throw getFailure(address.label, key, size!, code);
+          if (code !== E.EEXIST || options.exclusive) throw getFailure(address.label, key, size!, code);
         }
         id = shmget(key, asked, access);
         if (id >= 0) break;
         const code = errno();
         // ENOENT after EEXIST: removed in between; try to create it again.
-        if (!creating || code !== ENOENT || attempt >= 8) {
+        if (!creating || code !== E.ENOENT || attempt >= 8) {
           throw getFailure(address.label, key, size ?? 0, code);
         }
       }
@@ -291,7 +281,7 @@ export class SysvSharedMemory {
       if (size !== undefined && size > stat.size) {
         libc().shmdt(pointer);
         throw new RangeError(
-          `shared memory ${describe(stat.key, id)} has ${stat.size} bytes; ${size} were asked for`,
+          `shared memory ${describeObject(stat.key, id)} has ${stat.size} bytes; ${size} were asked for`,
         );
       }
       return new SysvSharedMemory(id, stat.key, stat.size, created, readOnly, pointer);
@@ -390,7 +380,7 @@ export class SysvSharedMemory {
     if (this.#removed) return;
     if (libc().shmctl(this.id, IPC.RMID, null) < 0) {
       const code = errno();
-      if (code === EINVAL || code === EIDRM) {
+      if (code === E.EINVAL || code === E.EIDRM) {
         throw new NotFoundError(`shmctl IPC_RMID failed: shared memory ${this.#label} no longer exists`, {
           errno: code,
           syscall: "shmctl",
@@ -423,7 +413,7 @@ export class SysvSharedMemory {
     const stat = readStat(this.id, this.#stat);
     if (stat !== null) return stat;
     const code = errno();
-    if (code === EINVAL || code === EIDRM) {
+    if (code === E.EINVAL || code === E.EIDRM) {
       throw new ChannelClosedError(`shmctl IPC_STAT failed: shared memory ${this.#label} was destroyed`, {
         errno: code,
         syscall: "shmctl",
@@ -439,67 +429,6 @@ export class SysvSharedMemory {
 }
 
 // ---------------------------------------------------------------------------
-
-const ENOENT = 2;
-const EEXIST = 17;
-const EINVAL = 22;
-const ENOSPC = 28;
-const EIDRM = 43;
-
-function resolveAddress(options: SysvSharedMemoryOptions): Address {
-  const given = (["key", "private", "path", "id"] as const).filter((name) => options[name] !== undefined);
-  if (given.length !== 1) {
-    throw new TypeError(
-      `shared memory: give exactly one of key, private, path (with project) or id; got ${
-        given.length ? given.join(", ") : "none"
-      }`,
-    );
-  }
-  if (options.project !== undefined && options.path === undefined) {
-    throw new TypeError("shared memory: project goes with path");
-  }
-  if (options.key !== undefined) {
-    const key = options.key;
-    if (typeof key !== "number") {
-      throw new TypeError(`shared memory: key must be a number, got ${typeof key}`);
-    }
-    if (!Number.isInteger(key) || key < -0x8000_0000 || key > 0xffff_ffff) {
-      throw new RangeError(`shared memory: key must be a 32-bit integer, got ${key}`);
-    }
-    if (key === 0) {
-      throw new RangeError(
-        "shared memory: key 0 is IPC_PRIVATE; use { private: true } for a segment without a key",
-      );
-    }
-    return { key: key | 0, label: `key ${hex(key)}` };
-  }
-  if (options.private !== undefined) {
-    if (options.private !== true) throw new TypeError("shared memory: private must be true when given");
-    return { private: true, label: "(private)" };
-  }
-  if (options.path !== undefined) {
-    if (typeof options.path !== "string" || options.path === "") {
-      throw new TypeError("shared memory: path must be a non-empty string");
-    }
-    const project = options.project ?? DEFAULT_FTOK_PROJECT;
-    const key = ftokKey(options.path, project);
-    return { key, label: `key ${hex(key)} (ftok ${options.path}, project ${project})` };
-  }
-  const id = options.id;
-  if (typeof id !== "number") throw new TypeError(`shared memory: id must be a number, got ${typeof id}`);
-  if (!Number.isInteger(id) || id < 0 || id > 0x7fff_ffff) {
-    throw new RangeError(`shared memory: id must be an integer from 0 to 2147483647, got ${id}`);
-  }
-  return { id, label: `id ${id}` };
-}
-
-function hex(key: number): string {
-  return `0x${(key >>> 0).toString(16).padStart(8, "0")}`;
-}
-
-function describe(key: number, id: number): string {
-  return key === 0 ? `id ${id} (private)` : `id ${id} (key ${hex(key)})`;
-}
 
 /** IPC_STAT into `buffer`; null on failure (errno is left for the caller). */
 function readStat(id: number, buffer: Uint8Array): SysvSharedMemoryStat | null {
@@ -525,13 +454,13 @@ function readStat(id: number, buffer: Uint8Array): SysvSharedMemoryStat | null {
 
 /** The error for a failed shmget(2). */
 function getFailure(label: string, key: number, size: number, code: number = errno()): Error {
-  if (code === EINVAL) {
+  if (code === E.EINVAL) {
     // An existing segment smaller than size, or a size outside SHMMIN..SHMMAX.
     const existing = key === IPC.PRIVATE ? -1 : libc().shmget(key, 0n, 0);
     const stat = existing < 0 ? null : readStat(existing, new Uint8Array(SHMID_DS.size));
     if (stat !== null && stat.size < size) {
       return new RangeError(
-        `shared memory ${describe(key, existing)} has ${stat.size} bytes; ${size} were asked for`,
+        `shared memory ${describeObject(key, existing)} has ${stat.size} bytes; ${size} were asked for`,
         { cause: errnoError(code, "shmget", label, strerror(code)) },
       );
     }
@@ -541,13 +470,13 @@ function getFailure(label: string, key: number, size: number, code: number = err
       { cause: errnoError(code, "shmget", label, strerror(code)) },
     );
   }
-  if (code === ENOENT) {
+  if (code === E.ENOENT) {
     return new NotFoundError(
       `shmget failed: no shared memory segment has ${label} (open with create: true to make one)`,
       { errno: code, syscall: "shmget" },
     );
   }
-  if (code === ENOSPC) {
+  if (code === E.ENOSPC) {
     return new IpcError(
       `shmget ${label} failed: ENOSPC (the system's limit on segments or shared memory is reached, ` +
         `see /proc/sys/kernel/shmmni and shmall)`,
@@ -560,7 +489,7 @@ function getFailure(label: string, key: number, size: number, code: number = err
 /** The error for a failed shmat(2). */
 function attachFailure(id: number, label: string): Error {
   const code = errno();
-  if (code === EINVAL || code === EIDRM) {
+  if (code === E.EINVAL || code === E.EIDRM) {
     return new NotFoundError(`shmat failed: no shared memory segment has ${label}`, {
       errno: code,
       syscall: "shmat",
@@ -577,28 +506,6 @@ function permissionAware(
 ): Error {
   const error = errnoError(code, syscall, detail, strerror(code));
   if (!(error instanceof PermissionDeniedError)) return error;
-  const owner = findOwner(match);
-  if (!owner) return error;
-  return new PermissionDeniedError(
-    `${error.message}: shared memory id ${owner.id} belongs to uid ${owner.uid} (gid ${owner.gid}) ` +
-      `with mode 0o${owner.mode.toString(8).padStart(3, "0")}; this process runs as uid ${libc().geteuid()}`,
-    { errno: error.errno, code: error.code, syscall: error.syscall },
-  );
-}
-
-/** Finds a segment's owner without needing read permission (SHM_STAT_ANY); undefined when unavailable. */
-function findOwner(
-  match: (key: number, id: number) => boolean,
-): (IpcPermissions & { id: number }) | undefined {
-  const { shmctl } = libc();
-  const buffer = new Uint8Array(SHMID_DS.size);
-  const view = new DataView(buffer.buffer);
-  const highest = shmctl(0, SHM.INFO, buffer);
-  for (let index = 0; index <= highest; index++) {
-    const id = shmctl(index, SHM_STAT_ANY, buffer);
-    if (id < 0) continue;
-    const perm = decodeIpcPerm(view);
-    if (match(perm.key, id)) return { ...perm, id };
-  }
-  return undefined;
+  const owner = findOwner("shm", match);
+  return owner ? deniedWithOwner(error, "shared memory", owner) : error;
 }

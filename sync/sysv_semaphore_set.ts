@@ -63,13 +63,16 @@
  */
 
 import { ChannelClosedError, errnoError, IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { errno, libc, strerror } from "../ffi/libc.ts";
+import { E, errno, libc, strerror } from "../ffi/libc.ts";
 import {
   decodeIpcPerm,
-  ftokKey,
+  deniedWithOwner,
+  describeObject,
+  findOwner,
   IPC,
   IPC_PERM,
   type IpcPermissions,
+  resolveSysvAddress,
   SEM,
   SEMBUF,
   SEMID_DS,
@@ -81,14 +84,6 @@ export const SEMVMX = 32767;
 
 /** The most semaphores one set may have here (`sem_num` is an unsigned short; the kernel's SEMMSL may be lower). */
 const MAX_COUNT = 65535;
-
-// semctl(2) command that reads any set's ipc_perm without read permission
-// (Linux >= 4.17); used only to name the owner in a permission error.
-// TODO(ffi): move to SEM in ffi/sysv.ts as STAT_ANY.
-const SEM_STAT_ANY = 20;
-
-/** ftok(3) project id used when `path` comes without `project` (as `sysv-mq:` addresses do). */
-const DEFAULT_FTOK_PROJECT = 1;
 
 const COUNTS: readonly bigint[] = Array.from({ length: MAX_SEMAPHORE_OPERATIONS + 1 }, (_, n) => BigInt(n));
 
@@ -189,12 +184,6 @@ export interface SysvSemaphoreSetStat extends IpcPermissions {
   ctime: Date;
 }
 
-/** How {@linkcode SysvSemaphoreSet.open} found the set. */
-type Address = { key: number; label: string } | { id: number; label: string } | {
-  private: true;
-  label: string;
-};
-
 /**
  * A System V semaphore set, opened in this process.
  *
@@ -268,7 +257,7 @@ export class SysvSemaphoreSet {
     if (typeof options !== "object" || options === null) {
       throw new TypeError("SysvSemaphoreSet.open: options must be an object");
     }
-    const address = resolveAddress(options);
+    const address = resolveSysvAddress("semaphore set", options);
     const mode = options.mode ?? 0o600;
     if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
       throw new RangeError(`semaphore set: mode must be permission bits from 0 to 0o777, got ${mode}`);
@@ -316,13 +305,13 @@ export class SysvSemaphoreSet {
             break;
           }
           const code = errno();
-          if (code !== EEXIST || options.exclusive) throw getFailure(address.label, count!, key, code);
+          if (code !== E.EEXIST || options.exclusive) throw getFailure(address.label, count!, key, code);
         }
         id = semget(key, count ?? 0, access);
         if (id >= 0) break;
         const code = errno();
         // ENOENT after EEXIST: removed in between; try to create it again.
-        if (!creating || code !== ENOENT || attempt >= 8) {
+        if (!creating || code !== E.ENOENT || attempt >= 8) {
           throw getFailure(address.label, count ?? 0, key, code);
         }
       }
@@ -338,7 +327,7 @@ export class SysvSemaphoreSet {
           `semaphore set ${address.label} has ${stat.count} semaphores; ${count} were asked for`,
         );
       }
-      set = new SysvSemaphoreSet(id, stat.key, stat.count, created, describe(stat.key, id));
+      set = new SysvSemaphoreSet(id, stat.key, stat.count, created, describeObject(stat.key, id));
       if (created) set.#initialize(initial);
       else if (initTimeout > 0 && stat.otime === null) set.#awaitInitialized(initTimeout);
     } catch (error) {
@@ -754,7 +743,7 @@ export class SysvSemaphoreSet {
     if (this.#removed) return;
     if (libc().semctl(this.id, 0, IPC.RMID, 0n) < 0) {
       const code = errno();
-      if (code === EINVAL || code === EIDRM) {
+      if (code === E.EINVAL || code === E.EIDRM) {
         throw new NotFoundError(`semctl IPC_RMID failed: semaphore set ${this.#label} was already removed`, {
           errno: code,
           syscall: "semctl",
@@ -788,7 +777,7 @@ export class SysvSemaphoreSet {
     this.#closer.abort(
       this.#removed
         ? new ChannelClosedError(`semaphore set ${this.#label} was removed by this process`, {
-          errno: EIDRM,
+          errno: E.EIDRM,
           syscall: "semctl",
         })
         : new ChannelClosedError(`semaphore set ${this.#label} was closed in this process`),
@@ -806,7 +795,7 @@ export class SysvSemaphoreSet {
     if (!this.#closed) return;
     throw this.#removed
       ? new ChannelClosedError(`${syscall} failed: semaphore set ${this.#label} was removed`, {
-        errno: EIDRM,
+        errno: E.EIDRM,
         syscall,
       })
       : new ChannelClosedError(`${syscall} failed: semaphore set ${this.#label} is closed in this process`, {
@@ -882,8 +871,8 @@ export class SysvSemaphoreSet {
     for (;;) {
       if (semop(this.id, sops, n) === 0) return true;
       const code = errno();
-      if (code === EAGAIN) return false;
-      if (code !== EINTR) throw this.#failure("semop", "", code);
+      if (code === E.EAGAIN) return false;
+      if (code !== E.EINTR) throw this.#failure("semop", "", code);
     }
   }
 
@@ -932,7 +921,7 @@ export class SysvSemaphoreSet {
 
   /** The error for a failed call; reads errno unless given (read it right after the call). */
   #failure(syscall: string, command: string, code: number = errno()): Error {
-    if (code === EIDRM || (code === EINVAL && this.#gone())) {
+    if (code === E.EIDRM || (code === E.EINVAL && this.#gone())) {
       return new ChannelClosedError(
         `${syscall}${command ? ` ${command}` : ""} failed: semaphore set ${this.#label} was removed`,
         {
@@ -941,7 +930,7 @@ export class SysvSemaphoreSet {
         },
       );
     }
-    if (code === ERANGE) {
+    if (code === E.ERANGE) {
       return new RangeError(
         `semaphore set ${this.#label}: a value would exceed SEMVMX (${SEMVMX}), or this process's undo ` +
           `adjustment would leave ${-SEMVMX}..${SEMVMX}`,
@@ -955,8 +944,8 @@ export class SysvSemaphoreSet {
     const detail = `${command ? `${command} ` : ""}${this.#label}`;
     const error = errnoError(code, syscall, detail, strerror(code));
     if (!(error instanceof PermissionDeniedError)) return error;
-    const owner = findOwner((_, id) => id === this.id);
-    return owner ? withOwner(error, owner) : error;
+    const owner = findOwner("sem", (_, id) => id === this.id);
+    return owner ? deniedWithOwner(error, "semaphore set", owner) : error;
   }
 
   /** Whether the id no longer names a set (after an EINVAL). */
@@ -964,78 +953,11 @@ export class SysvSemaphoreSet {
     if (this.#removed) return true;
     if (libc().semctl_buffer(this.id, 0, IPC.STAT, this.#stat) === 0) return false;
     const code = errno();
-    return code === EINVAL || code === EIDRM;
+    return code === E.EINVAL || code === E.EIDRM;
   }
 }
 
 // ---------------------------------------------------------------------------
-
-const EINTR = 4;
-const EAGAIN = 11;
-const EEXIST = 17;
-const ENOENT = 2;
-const EINVAL = 22;
-const ERANGE = 34;
-const ENOSPC = 28;
-const EIDRM = 43;
-
-function resolveAddress(options: SysvSemaphoreSetOptions): Address {
-  const given = (["key", "private", "path", "id"] as const).filter((name) => options[name] !== undefined);
-  if (given.length !== 1) {
-    throw new TypeError(
-      `semaphore set: give exactly one of key, private, path (with project) or id; got ${
-        given.length ? given.join(", ") : "none"
-      }`,
-    );
-  }
-  if (options.project !== undefined && options.path === undefined) {
-    throw new TypeError("semaphore set: project goes with path");
-  }
-  if (options.key !== undefined) {
-    const key = checkKey(options.key);
-    return { key, label: describe(key, -1) };
-  }
-  if (options.private !== undefined) {
-    if (options.private !== true) throw new TypeError("semaphore set: private must be true when given");
-    return { private: true, label: "(private)" };
-  }
-  if (options.path !== undefined) {
-    if (typeof options.path !== "string" || options.path === "") {
-      throw new TypeError("semaphore set: path must be a non-empty string");
-    }
-    const project = options.project ?? DEFAULT_FTOK_PROJECT;
-    const key = ftokKey(options.path, project);
-    return { key, label: `key ${hex(key)} (ftok ${options.path}, project ${project})` };
-  }
-  const id = options.id;
-  if (typeof id !== "number") throw new TypeError(`semaphore set: id must be a number, got ${typeof id}`);
-  if (!Number.isInteger(id) || id < 0 || id > 0x7fff_ffff) {
-    throw new RangeError(`semaphore set: id must be an integer from 0 to 2147483647, got ${id}`);
-  }
-  return { id, label: `id ${id}` };
-}
-
-function checkKey(key: unknown): number {
-  if (typeof key !== "number") throw new TypeError(`semaphore set: key must be a number, got ${typeof key}`);
-  if (!Number.isInteger(key) || key < -0x8000_0000 || key > 0xffff_ffff) {
-    throw new RangeError(`semaphore set: key must be a 32-bit integer, got ${key}`);
-  }
-  if (key === 0) {
-    throw new RangeError(
-      "semaphore set: key 0 is IPC_PRIVATE; use { private: true } for a set without a key",
-    );
-  }
-  return key | 0;
-}
-
-function hex(key: number): string {
-  return `0x${(key >>> 0).toString(16).padStart(8, "0")}`;
-}
-
-function describe(key: number, id: number): string {
-  if (id < 0) return `key ${hex(key)}`;
-  return key === 0 ? `id ${id} (private)` : `id ${id} (key ${hex(key)})`;
-}
 
 function checkCount(operations: readonly SysvSemaphoreOperation[]): number {
   if (!Array.isArray(operations)) {
@@ -1070,13 +992,15 @@ function initialValues(initial: number | readonly number[] | undefined, count: n
 
 /** The error for a failed semget(2). */
 function getFailure(label: string, count: number, key: number, code: number = errno()): Error {
-  if (code === EINVAL) {
+  if (code === E.EINVAL) {
     // An existing set with fewer semaphores, or a count beyond SEMMSL.
     const existing = key === IPC.PRIVATE ? -1 : libc().semget(key, 0, 0);
     const stat = existing < 0 ? null : readStat(existing, new Uint8Array(SEMID_DS.size));
     if (stat !== null && stat.count < count) {
       return new RangeError(
-        `semaphore set ${describe(key, existing)} has ${stat.count} semaphores; ${count} were asked for`,
+        `semaphore set ${
+          describeObject(key, existing)
+        } has ${stat.count} semaphores; ${count} were asked for`,
         { cause: errnoError(code, "semget", label, strerror(code)) },
       );
     }
@@ -1086,13 +1010,13 @@ function getFailure(label: string, count: number, key: number, code: number = er
       { cause: errnoError(code, "semget", label, strerror(code)) },
     );
   }
-  if (code === ENOENT) {
+  if (code === E.ENOENT) {
     return new NotFoundError(
       `semget failed: no semaphore set has ${label} (open with create: true to make one)`,
       { errno: code, syscall: "semget" },
     );
   }
-  if (code === ENOSPC) {
+  if (code === E.ENOSPC) {
     return new IpcError(
       `semget ${label} failed: ENOSPC (the system's limit on semaphore sets or semaphores is reached, ` +
         `see /proc/sys/kernel/sem)`,
@@ -1101,8 +1025,8 @@ function getFailure(label: string, count: number, key: number, code: number = er
   }
   const error = errnoError(code, "semget", label, strerror(code));
   if (!(error instanceof PermissionDeniedError)) return error;
-  const owner = key === IPC.PRIVATE ? undefined : findOwner((k) => k === key);
-  return owner ? withOwner(error, owner) : error;
+  const owner = key === IPC.PRIVATE ? undefined : findOwner("sem", (k) => k === key);
+  return owner ? deniedWithOwner(error, "semaphore set", owner) : error;
 }
 
 /** IPC_STAT into `buffer`; null on failure (errno is left for the caller). */
@@ -1122,7 +1046,7 @@ function readStat(id: number, buffer: Uint8Array): SysvSemaphoreSetStat | null {
 /** The error for a failed IPC_STAT while opening (by id, or right after semget). */
 function openStatFailure(id: number, label: string): Error {
   const code = errno();
-  if (code === EINVAL || code === EIDRM) {
+  if (code === E.EINVAL || code === E.EIDRM) {
     return new NotFoundError(`semctl IPC_STAT failed: no semaphore set has ${label}`, {
       errno: code,
       syscall: "semctl",
@@ -1130,34 +1054,6 @@ function openStatFailure(id: number, label: string): Error {
   }
   const error = errnoError(code, "semctl", `IPC_STAT ${label}`, strerror(code));
   if (!(error instanceof PermissionDeniedError)) return error;
-  const owner = findOwner((_, found) => found === id);
-  return owner ? withOwner(error, owner) : error;
-}
-
-function withOwner(
-  error: PermissionDeniedError,
-  owner: IpcPermissions & { id: number },
-): PermissionDeniedError {
-  return new PermissionDeniedError(
-    `${error.message}: semaphore set id ${owner.id} belongs to uid ${owner.uid} (gid ${owner.gid}) ` +
-      `with mode 0o${owner.mode.toString(8).padStart(3, "0")}; this process runs as uid ${libc().geteuid()}`,
-    { errno: error.errno, code: error.code, syscall: error.syscall },
-  );
-}
-
-/** Finds a set's owner without needing read permission (SEM_STAT_ANY); undefined when unavailable. */
-function findOwner(
-  match: (key: number, id: number) => boolean,
-): (IpcPermissions & { id: number }) | undefined {
-  const { semctl_buffer } = libc();
-  const buffer = new Uint8Array(SEMID_DS.size);
-  const view = new DataView(buffer.buffer);
-  const highest = semctl_buffer(0, 0, SEM.INFO, buffer);
-  for (let index = 0; index <= highest; index++) {
-    const id = semctl_buffer(index, 0, SEM_STAT_ANY, buffer);
-    if (id < 0) continue;
-    const perm = decodeIpcPerm(view);
-    if (match(perm.key, id)) return { ...perm, id };
-  }
-  return undefined;
+  const owner = findOwner("sem", (_, found) => found === id);
+  return owner ? deniedWithOwner(error, "semaphore set", owner) : error;
 }

@@ -90,7 +90,7 @@ import {
 } from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
 import { E, errno, lastError, libc, strerror } from "../ffi/libc.ts";
-import { decodeIpcPerm, ftokKey, IPC, MSG, MSQID_DS } from "../ffi/sysv.ts";
+import { decodeIpcPerm, DEFAULT_FTOK_PROJECT, ftokKey, IPC, keyHex, MSG, MSQID_DS } from "../ffi/sysv.ts";
 import { HelperErrno, onDetachedMessage, waitForMessage } from "../ffi/sysv_waiter.ts";
 import type {
   ReceivedFrame,
@@ -176,8 +176,6 @@ type Target =
 const SCHEME = "sysv-mq";
 const ADDRESS_FORMS = `${SCHEME}:0x1a2b, ${SCHEME}:6699, ${SCHEME}:/path/to/file?proj=7, ` +
   `${SCHEME}:private or ${SCHEME}:id/<id>`;
-/** ftok project id used when an address gives none. */
-export const DEFAULT_FTOK_PROJECT = 1;
 
 /** Offset of `msgmax` in `struct msginfo` (msgctl `IPC_INFO`). */
 const MSGINFO_MSGMAX = 8;
@@ -816,7 +814,7 @@ function parseTarget(address: string | number): Target {
 }
 
 function describeKey(key: number, target: Target): string {
-  const hex = `key 0x${(key >>> 0).toString(16).padStart(8, "0")}`;
+  const hex = `key ${keyHex(key)}`;
   return target.kind === "ftok" ? `${hex} (ftok("${target.path}", ${target.project}))` : hex;
 }
 
