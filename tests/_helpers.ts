@@ -229,6 +229,82 @@ function splitLines(): TransformStream<string, string> {
   });
 }
 
+/** A `deno run` child driven by commands on stdin, answering with lines on stdout. */
+export class CommandChild implements AsyncDisposable {
+  readonly process: Deno.ChildProcess;
+  readonly #lines: AsyncIterator<string>;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #stderr: Promise<string>;
+
+  /**
+   * @param script The fixture to run (with `--allow-ffi`).
+   * @param args Its arguments.
+   * @param wrapper A command to run Deno under (such as `setpriv ...`).
+   * @param cwd The child's working directory.
+   */
+  constructor(script: string, args: string[], wrapper: string[] = [], cwd?: string) {
+    const deno = [Deno.execPath(), "run", "--quiet", "--no-prompt", "--allow-ffi", script];
+    const [command, ...rest] = [...wrapper, ...deno, ...args];
+    this.process = new Deno.Command(command, {
+      args: rest,
+      cwd,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#stdin = this.process.stdin.getWriter();
+    this.#lines = this.process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines())
+      [Symbol.asyncIterator]();
+    this.#stderr = new Response(this.process.stderr).text();
+  }
+
+  /** The next line on stdout (bounded); throws with stderr if stdout ends first. */
+  async line(): Promise<string> {
+    const next = await bounded(this.#lines.next(), "a line from the child");
+    if (next.done) {
+      const status = await this.process.status;
+      throw new Error(
+        `child ended (code ${status.code}) before writing a line; stderr:\n${await this.#stderr}`,
+      );
+    }
+    return next.value;
+  }
+
+  /** Waits for a line equal to `expected`; throws on anything else. */
+  async expect(expected: string): Promise<void> {
+    const got = await this.line();
+    if (got !== expected) throw new Error(`child said "${got}", expected "${expected}"`);
+  }
+
+  /** Everything the child wrote to stderr (resolves when it exits). */
+  stderr(): Promise<string> {
+    return this.#stderr;
+  }
+
+  /** Writes one command line to the child's stdin. */
+  async send(command: string): Promise<void> {
+    await this.#stdin.write(new TextEncoder().encode(`${command}\n`));
+  }
+
+  /** Sends a command and returns the line that answers it. */
+  async ask(command: string): Promise<string> {
+    await this.send(command);
+    return await this.line();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.process.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await this.#stdin.close().catch(() => undefined);
+    await this.process.status;
+    await this.#stderr.catch(() => undefined);
+    for (;;) if ((await this.#lines.next().catch(() => ({ done: true }))).done) break;
+  }
+}
+
 /** Runs `deno run <script>` to completion and returns code, stdout and stderr. */
 export async function runDeno(
   script: string,
@@ -273,6 +349,21 @@ export async function bounded<T>(promise: Promise<T>, what: string, ms = 30_000)
 export const hasCc: boolean = await (async () => {
   try {
     const { success } = await new Deno.Command("cc", { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return success;
+  } catch {
+    return false;
+  }
+})();
+
+/** Whether setpriv(1) runs here (tests use it to run a child as another user). */
+export const hasSetpriv: boolean = await (async () => {
+  try {
+    const { success } = await new Deno.Command("setpriv", {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    })
       .output();
     return success;
   } catch {

@@ -17,7 +17,17 @@ import {
   text,
 } from "../mod.ts";
 import { SysvMessageQueue } from "../transports/sysv_mq.ts";
-import { bounded, DenoChild, euid, fixture, hasCc, pattern, sameBytes, TempDir } from "./_helpers.ts";
+import {
+  bounded,
+  DenoChild,
+  euid,
+  fixture,
+  hasCc,
+  hasSetpriv,
+  pattern,
+  sameBytes,
+  TempDir,
+} from "./_helpers.ts";
 
 const timeout = () => AbortSignal.timeout(20_000);
 
@@ -622,25 +632,11 @@ Deno.test("sysv-mq: a larger message than the receive buffer is received whole; 
   }
 });
 
-const setpriv = await (async () => {
-  try {
-    const { success } = await new Deno.Command("setpriv", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return success;
-  } catch {
-    return false;
-  }
-})();
-
 Deno.test({
   name: `sysv-mq: a queue whose mode denies the caller → PermissionDeniedError naming owner and mode${
-    setpriv && euid() === 0 ? "" : " (skipped: needs root and setpriv(1) to run a child as uid 65534)"
+    hasSetpriv && euid() === 0 ? "" : " (skipped: needs root and setpriv(1) to run a child as uid 65534)"
   }`,
-  ignore: !setpriv || euid() !== 0,
+  ignore: !hasSetpriv || euid() !== 0,
   async fn() {
     await using home = await TempDir.make();
     await Deno.chmod(home.path, 0o777);

@@ -13,7 +13,7 @@ import {
 import { IPC } from "../ffi/sysv.ts";
 import { libc } from "../ffi/libc.ts";
 import { SEMVMX, SysvSemaphoreSet } from "../sync/sysv_semaphore_set.ts";
-import { bounded, euid, fixture, leftovers, TempDir } from "./_helpers.ts";
+import { bounded, CommandChild, euid, fixture, hasSetpriv, leftovers, TempDir } from "./_helpers.ts";
 
 /** Every set id this module made (checked against /proc/sysvipc/sem at the end). */
 const made = new Set<number>();
@@ -75,83 +75,9 @@ async function bestOf3(measure: () => Promise<number>): Promise<number> {
   return best;
 }
 
-/** A `deno run` child with stdin commands and stdout lines. */
-class Child implements AsyncDisposable {
-  readonly process: Deno.ChildProcess;
-  readonly #lines: AsyncIterator<string>;
-  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #stderr: Promise<string>;
-
-  constructor(args: string[], wrapper: string[] = []) {
-    const deno = [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--allow-ffi",
-      fixture("sysv_sem_child.ts"),
-    ];
-    const [command, ...rest] = [...wrapper, ...deno, ...args];
-    this.process = new Deno.Command(command, {
-      args: rest,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#stdin = this.process.stdin.getWriter();
-    this.#lines = this.process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines())
-      [Symbol.asyncIterator]();
-    this.#stderr = new Response(this.process.stderr).text();
-  }
-
-  async line(): Promise<string> {
-    const next = await bounded(this.#lines.next(), "a line from the child");
-    if (next.done) {
-      const status = await this.process.status;
-      throw new Error(
-        `child ended (code ${status.code}) before writing a line; stderr:\n${await this.#stderr}`,
-      );
-    }
-    return next.value;
-  }
-
-  async expect(expected: string): Promise<void> {
-    const got = await this.line();
-    if (got !== expected) throw new Error(`child said "${got}", expected "${expected}"`);
-  }
-
-  /** Everything the child wrote to stderr (resolves when it exits). */
-  stderr(): Promise<string> {
-    return this.#stderr;
-  }
-
-  async send(command: string): Promise<void> {
-    await this.#stdin.write(new TextEncoder().encode(`${command}\n`));
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.process.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
-    await this.#stdin.close().catch(() => undefined);
-    await this.process.status;
-    await this.#stderr.catch(() => undefined);
-    for (;;) if ((await this.#lines.next().catch(() => ({ done: true }))).done) break;
-  }
-}
-
-function splitLines(): TransformStream<string, string> {
-  let buffered = "";
-  return new TransformStream({
-    transform(chunk, controller) {
-      buffered += chunk;
-      const parts = buffered.split("\n");
-      buffered = parts.pop()!;
-      for (const part of parts) controller.enqueue(part);
-    },
-  });
+/** A fixture child driven by stdin commands. */
+function startChild(args: string[], wrapper: string[] = [], cwd?: string): CommandChild {
+  return new CommandChild(fixture("sysv_sem_child.ts"), args, wrapper, cwd);
 }
 
 Deno.test("create, open, exclusive, missing, count and initial values", () => {
@@ -469,7 +395,7 @@ Deno.test("remove() settles waits in this process within 100 ms; later calls are
 Deno.test("across processes: a post releases a wait, GETNCNT sees a waiter, removal settles it", async () => {
   const set = track(SysvSemaphoreSet.open({ private: true, count: 2 }));
   try {
-    await using child = new Child(["id", String(set.id)]);
+    await using child = startChild(["id", String(set.id)]);
     await child.expect("ready");
     // The child posts; our wait resolves.
     const waiting = set.wait(0);
@@ -512,7 +438,7 @@ Deno.test("across processes: a post releases a wait, GETNCNT sees a waiter, remo
 Deno.test("SEM_UNDO: units taken by a process killed with SIGKILL come back", async () => {
   const set = track(SysvSemaphoreSet.open({ private: true, count: 2, initial: [1, 0] }));
   try {
-    await using child = new Child(["id", String(set.id)]);
+    await using child = startChild(["id", String(set.id)]);
     await child.expect("ready");
     // Semaphore 0 on the fast path (main thread), semaphore 1 after a wait (helper thread).
     await child.send("trywait 0 undo");
@@ -545,7 +471,7 @@ Deno.test("initialization: racing creators agree; an opener waits for the creato
   // (a late SETALL would hand out a third).
   const key = randomKey();
   try {
-    const children = Array.from({ length: 4 }, () => new Child(["race", String(key)]));
+    const children = Array.from({ length: 4 }, () => startChild(["race", String(key)]));
     try {
       const lines = await Promise.all(children.map((child) => child.line()));
       assert.equal(lines.filter((line) => line.startsWith("true ")).length, 1, lines.join(", "));
@@ -575,7 +501,7 @@ Deno.test("initialization: racing creators agree; an opener waits for the creato
     using skip = SysvSemaphoreSet.open({ key: rawKey, initTimeout: 0 });
     assert.deepEqual(skip.values(), [0, 0]);
     // A creator that finishes while we wait: we see its values, not zeros.
-    await using child = new Child(["init", String(id), "3,4"]);
+    await using child = startChild(["init", String(id), "3,4"]);
     await child.expect("ready");
     using late = SysvSemaphoreSet.open({ key: rawKey, initTimeout: 10_000 });
     assert.deepEqual(late.values(), [3, 4]);
@@ -604,12 +530,12 @@ Deno.test("permission denied names the owner and mode", async () => {
       }
       return;
     }
-    if (!await hasSetpriv()) {
+    if (!hasSetpriv) {
       console.log("skipped the cross-user part: setpriv(1) is not available to run a child as uid 65534");
       return;
     }
     // Root bypasses permission checks: ask as nobody (uid 65534).
-    await using child = new Child(["open", String(key)], [
+    await using child = startChild(["open", String(key)], [
       "setpriv",
       "--reuid=65534",
       "--regid=65534",
@@ -627,20 +553,6 @@ Deno.test("permission denied names the owner and mode", async () => {
     cleanup(set);
   }
 });
-
-async function hasSetpriv(): Promise<boolean> {
-  try {
-    const { success } = await new Deno.Command("setpriv", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return success;
-  } catch {
-    return false;
-  }
-}
 
 /** The sets listed in /proc/sysvipc/sem (read with cat: Deno asks for --allow-all to read /proc). */
 async function procSets(): Promise<{ key: number; id: number }[]> {

@@ -7,7 +7,16 @@ import { AlreadyExistsError, ChannelClosedError, NotFoundError, PermissionDenied
 import { IPC } from "../ffi/sysv.ts";
 import { libc } from "../ffi/libc.ts";
 import { SysvSharedMemory } from "../memory/sysv_shared_memory.ts";
-import { bounded, euid, fixture, leftovers, pattern, sameBytes, TempDir } from "./_helpers.ts";
+import {
+  CommandChild,
+  euid,
+  fixture,
+  hasSetpriv,
+  leftovers,
+  pattern,
+  sameBytes,
+  TempDir,
+} from "./_helpers.ts";
 
 /** Every segment id this module made (checked against /proc/sysvipc/shm at the end). */
 const made = new Set<number>();
@@ -43,85 +52,9 @@ function removeKey(key: number): void {
 
 const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
-/** A `deno run` child with stdin commands and stdout lines. */
-class Child implements AsyncDisposable {
-  readonly process: Deno.ChildProcess;
-  readonly #lines: AsyncIterator<string>;
-  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #stderr: Promise<string>;
-
-  constructor(args: string[], wrapper: string[] = [], cwd?: string) {
-    const deno = [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--allow-ffi",
-      fixture("sysv_shm_child.ts"),
-    ];
-    const [command, ...rest] = [...wrapper, ...deno, ...args];
-    this.process = new Deno.Command(command, {
-      args: rest,
-      cwd,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#stdin = this.process.stdin.getWriter();
-    this.#lines = this.process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines())
-      [Symbol.asyncIterator]();
-    this.#stderr = new Response(this.process.stderr).text();
-  }
-
-  async line(): Promise<string> {
-    const next = await bounded(this.#lines.next(), "a line from the child");
-    if (next.done) {
-      const status = await this.process.status;
-      throw new Error(
-        `child ended (code ${status.code}) before writing a line; stderr:\n${await this.#stderr}`,
-      );
-    }
-    return next.value;
-  }
-
-  async expect(expected: string): Promise<void> {
-    const got = await this.line();
-    if (got !== expected) throw new Error(`child said "${got}", expected "${expected}"`);
-  }
-
-  /** Everything the child wrote to stderr (resolves when it exits). */
-  stderr(): Promise<string> {
-    return this.#stderr;
-  }
-
-  async ask(command: string): Promise<string> {
-    await this.#stdin.write(new TextEncoder().encode(`${command}\n`));
-    return await this.line();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.process.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
-    await this.#stdin.close().catch(() => undefined);
-    await this.process.status;
-    await this.#stderr.catch(() => undefined);
-    for (;;) if ((await this.#lines.next().catch(() => ({ done: true }))).done) break;
-  }
-}
-
-function splitLines(): TransformStream<string, string> {
-  let buffered = "";
-  return new TransformStream({
-    transform(chunk, controller) {
-      buffered += chunk;
-      const parts = buffered.split("\n");
-      buffered = parts.pop()!;
-      for (const part of parts) controller.enqueue(part);
-    },
-  });
+/** A fixture child driven by stdin commands. */
+function startChild(args: string[], wrapper: string[] = [], cwd?: string): CommandChild {
+  return new CommandChild(fixture("sysv_shm_child.ts"), args, wrapper, cwd);
 }
 
 Deno.test("create, open, exclusive, missing; sizes are kept and mapped in whole pages", () => {
@@ -292,7 +225,7 @@ Deno.test("across processes: data both ways, nattch, lpid, a read-only attachmen
   try {
     const data = pattern(1000, 7);
     shm.view.set(data);
-    await using child = new Child(["id", String(shm.id)]);
+    await using child = startChild(["id", String(shm.id)]);
     assert.equal(await child.line(), "attached 1000 2");
     assert.equal(shm.stat().nattch, 2);
     assert.equal(shm.stat().lpid, child.process.pid);
@@ -300,7 +233,7 @@ Deno.test("across processes: data both ways, nattch, lpid, a read-only attachmen
     assert.equal(await child.ask("write 500 deadbeef"), "written");
     assert.deepEqual([...shm.view.subarray(500, 504)], [0xde, 0xad, 0xbe, 0xef]);
 
-    await using reader = new Child(["id", String(shm.id), "readonly"]);
+    await using reader = startChild(["id", String(shm.id), "readonly"]);
     assert.equal(await reader.line(), "attached 1000 3");
     assert.equal(await reader.ask("read 500 4"), "data deadbeef");
     assert.equal(await child.ask("detach"), "detached");
@@ -319,7 +252,7 @@ Deno.test("writing through a read-only attachment kills the process (as document
   try {
     // In a temp dir: with core dumps enabled, the core file lands there and goes with it.
     await using dir = await TempDir.make();
-    await using child = new Child(["id", String(shm.id), "readonly"], [], dir.path);
+    await using child = startChild(["id", String(shm.id), "readonly"], [], dir.path);
     assert.equal(await child.line(), "attached 16 2");
     await child.ask("write 0 01").catch(() => undefined);
     const status = await child.process.status;
@@ -335,7 +268,7 @@ Deno.test("remove while attached: still usable until the last detach, then gone"
   const key = randomKey();
   const shm = track(SysvSharedMemory.open({ key, size: 64, create: true, exclusive: true }));
   try {
-    await using child = new Child(["id", String(shm.id)]);
+    await using child = startChild(["id", String(shm.id)]);
     assert.equal(await child.line(), "attached 64 2");
     shm.remove();
     shm.remove(); // idempotent
@@ -393,13 +326,13 @@ Deno.test("permission denied names the owner and mode; read-only needs only read
       }
       return;
     }
-    if (!await hasSetpriv()) {
+    if (!hasSetpriv) {
       console.log("skipped the cross-user part: setpriv(1) is not available to run a child as uid 65534");
       return;
     }
     const nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
     const asNobody = async (args: string[], expected: RegExp) => {
-      await using child = new Child(args, nobody);
+      await using child = startChild(args, nobody);
       const line = await child.line();
       assert.match(line, expected, `child said: ${line}\nstderr: ${await child.stderr()}`);
     };
@@ -416,20 +349,6 @@ Deno.test("permission denied names the owner and mode; read-only needs only read
     cleanup(shared);
   }
 });
-
-async function hasSetpriv(): Promise<boolean> {
-  try {
-    const { success } = await new Deno.Command("setpriv", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return success;
-  } catch {
-    return false;
-  }
-}
 
 /** The segments listed in /proc/sysvipc/shm (read with cat: Deno asks for --allow-all to read /proc). */
 async function procSegments(): Promise<{ key: number; id: number }[]> {
