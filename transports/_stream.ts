@@ -102,6 +102,7 @@ export class FrameReader {
   readonly #resync: boolean;
   #buffer = new Uint8Array(64 * 1024);
   #view = new DataView(this.#buffer.buffer);
+  #capacity = BigInt(this.#buffer.length); // the read size into an empty buffer
   #start = 0;
   #end = 0;
   #broken: FrameError | undefined;
@@ -234,6 +235,7 @@ export class FrameReader {
       grown.set(this.#buffer.subarray(0, kept));
       this.#buffer = grown;
       this.#view = new DataView(grown.buffer);
+      this.#capacity = BigInt(grown.length);
     }
     this.#start = 0;
     this.#end = kept;
@@ -244,8 +246,11 @@ export class FrameReader {
     if (this.#end === this.#buffer.length) this.#makeRoom();
     const { read } = libc();
     for (;;) {
-      const room = this.#buffer.length - this.#end;
-      const n = Number(read(this.fd, this.#buffer.subarray(this.#end), BigInt(room)));
+      // Reading into an empty buffer (the usual case, and every attempt of a
+      // spin) allocates nothing; a partial frame needs a view past it.
+      const n = this.#end === 0
+        ? Number(read(this.fd, this.#buffer, this.#capacity))
+        : Number(read(this.fd, this.#buffer.subarray(this.#end), BigInt(this.#buffer.length - this.#end)));
       if (n > 0) {
         this.#end += n;
         return n;
@@ -272,6 +277,7 @@ export class FrameWriter {
   #scratch = new Uint8Array(PIPE_BUF * 16);
   #scratchView = new DataView(this.#scratch.buffer);
   #header = new Uint8Array(HEADER_SIZE);
+  #headerView = new DataView(this.#header.buffer);
   #iov = new BigUint64Array(4);
   #iovBytes = new Uint8Array(this.#iov.buffer);
   // A frame the kernel took only part of: the rest goes before anything else.
@@ -332,8 +338,8 @@ export class FrameWriter {
     header[1] = MAGIC1;
     header[2] = VERSION;
     header[3] = 0;
-    new DataView(header.buffer).setUint32(4, type, true);
-    new DataView(header.buffer).setUint32(8, payload.length, true);
+    this.#headerView.setUint32(4, type, true);
+    this.#headerView.setUint32(8, payload.length, true);
     this.#rest = { header: header.slice(), payload, offset: 0 };
     if (this.flushSome()) return "written";
     return this.#rest.offset === 0 ? this.#dropUnstarted() : "partial";
