@@ -130,6 +130,76 @@ export const SYMBOLS = {
   shmctl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   // long sysconf(int name);
   sysconf: { parameters: ["i32"], result: "i64" },
+
+  // POSIX message queues (libc since glibc 2.34; an mqd_t is a file descriptor on Linux).
+  // mqd_t mq_open(const char *name, int oflag, mode_t mode, struct mq_attr *attr);
+  mq_open: { parameters: ["buffer", "i32", "u32", "buffer"], result: "i32", optional: true },
+  // int mq_close(mqd_t mqdes);
+  mq_close: { parameters: ["i32"], result: "i32", optional: true },
+  // int mq_unlink(const char *name);
+  mq_unlink: { parameters: ["buffer"], result: "i32", optional: true },
+  // int mq_send(mqd_t mqdes, const char *msg_ptr, size_t msg_len, unsigned int msg_prio);
+  mq_send: { parameters: ["i32", "buffer", "usize", "u32"], result: "i32", optional: true },
+  // ssize_t mq_receive(mqd_t mqdes, char *msg_ptr, size_t msg_len, unsigned int *msg_prio);
+  mq_receive: { parameters: ["i32", "buffer", "usize", "buffer"], result: "isize", optional: true },
+  // int mq_timedsend(mqd_t, const char *, size_t, unsigned int, const struct timespec *abs_timeout);
+  mq_timedsend: { parameters: ["i32", "buffer", "usize", "u32", "buffer"], result: "i32", optional: true },
+  // ssize_t mq_timedreceive(mqd_t, char *, size_t, unsigned int *, const struct timespec *abs_timeout);
+  mq_timedreceive: {
+    parameters: ["i32", "buffer", "usize", "buffer", "buffer"],
+    result: "isize",
+    optional: true,
+  },
+  // int mq_getattr(mqd_t mqdes, struct mq_attr *attr);
+  mq_getattr: { parameters: ["i32", "buffer"], result: "i32", optional: true },
+  // int mq_setattr(mqd_t mqdes, const struct mq_attr *newattr, struct mq_attr *oldattr);
+  mq_setattr: { parameters: ["i32", "buffer", "buffer"], result: "i32", optional: true },
+
+  // POSIX semaphores (named, and unnamed in shared memory).
+  // sem_t *sem_open(const char *name, int oflag, mode_t mode, unsigned int value);
+  sem_open: { parameters: ["buffer", "i32", "u32", "u32"], result: "pointer", optional: true },
+  // int sem_close(sem_t *sem);
+  sem_close: { parameters: ["pointer"], result: "i32", optional: true },
+  // int sem_unlink(const char *name);
+  sem_unlink: { parameters: ["buffer"], result: "i32", optional: true },
+  // int sem_init(sem_t *sem, int pshared, unsigned int value);
+  sem_init: { parameters: ["pointer", "i32", "u32"], result: "i32", optional: true },
+  // int sem_destroy(sem_t *sem);
+  sem_destroy: { parameters: ["pointer"], result: "i32", optional: true },
+  // int sem_post(sem_t *sem);
+  sem_post: { parameters: ["pointer"], result: "i32", optional: true },
+  // int sem_wait(sem_t *sem);
+  sem_wait: { parameters: ["pointer"], result: "i32", optional: true },
+  // int sem_trywait(sem_t *sem);
+  sem_trywait: { parameters: ["pointer"], result: "i32", optional: true },
+  // int sem_timedwait(sem_t *sem, const struct timespec *abs_timeout);
+  sem_timedwait: { parameters: ["pointer", "buffer"], result: "i32", optional: true },
+  // int sem_getvalue(sem_t *sem, int *sval);
+  sem_getvalue: { parameters: ["pointer", "buffer"], result: "i32", optional: true },
+
+  // POSIX shared memory and mapped files.
+  // int shm_open(const char *name, int oflag, mode_t mode);
+  shm_open: { parameters: ["buffer", "i32", "u32"], result: "i32", optional: true },
+  // int shm_unlink(const char *name);
+  shm_unlink: { parameters: ["buffer"], result: "i32", optional: true },
+  // int ftruncate(int fd, off_t length);
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  // int fdatasync(int fd);
+  fdatasync: { parameters: ["i32"], result: "i32" },
+  // int fsync(int fd);
+  fsync: { parameters: ["i32"], result: "i32" },
+  // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  // int munmap(void *addr, size_t length);
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // int msync(void *addr, size_t length, int flags);
+  msync: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  // void *mremap(void *old_address, size_t old_size, size_t new_size, int flags);
+  mremap: { parameters: ["pointer", "usize", "usize", "i32"], result: "pointer" },
+  // int clock_gettime(clockid_t clockid, struct timespec *tp);
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  // int getrlimit(int resource, struct rlimit *rlim);
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */

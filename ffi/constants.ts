@@ -88,3 +88,26 @@ export const PIPE_BUF = 4096;
 
 /** Syscall numbers used through syscall(2) (the "unified" range, equal on both). */
 export const SYS = { pidfd_open: 434n } as const;
+
+/** mmap(2) protection bits. */
+export const PROT = { NONE: 0, READ: 1, WRITE: 2 } as const;
+
+/** mmap(2), msync(2) and mremap(2) flags. */
+export const MAP = {
+  SHARED: 0x01,
+  PRIVATE: 0x02,
+  FAILED: 0xffffffffffffffffn,
+  MS_ASYNC: 1,
+  MS_INVALIDATE: 2,
+  MS_SYNC: 4,
+  MREMAP_MAYMOVE: 1,
+} as const;
+
+/** clock_gettime(2) clocks. */
+export const CLOCK = { REALTIME: 0, MONOTONIC: 1 } as const;
+
+/** getrlimit(2) resources. */
+export const RLIMIT = { NOFILE: 7, MSGQUEUE: 12 } as const;
+
+/** The largest POSIX message priority plus one (MQ_PRIO_MAX on Linux). */
+export const MQ_PRIO_MAX = 32768;

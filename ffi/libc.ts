@@ -146,4 +146,31 @@ export const E = {
   ERANGE: 34,
   EIDRM: 43,
   ENOMSG: 42,
+  ENOMEM: 12,
+  EFBIG: 27,
+  EMFILE: 24,
+  ENFILE: 23,
+  ENAMETOOLONG: 36,
+  ETIMEDOUT: 110,
+  EOVERFLOW: 75,
+  EMSGSIZE: 90,
 } as const;
+
+/**
+ * A symbol the table marks `optional` (absent from C libraries older than
+ * glibc 2.34, which keep it in librt or libpthread), or a clear error.
+ *
+ * @param name The symbol's name in {@linkcode Libc}.
+ * @returns The callable symbol.
+ * @throws {Error} When the loaded C library lacks it.
+ */
+export function need<K extends keyof Libc>(name: K): NonNullable<Libc[K]> {
+  const symbol = libc()[name];
+  if (symbol === null || symbol === undefined) {
+    throw new Error(
+      `${String(name)} is not in ${loadedPath} (glibc before 2.34 keeps it in librt/libpthread; ` +
+        `set ${LIBC_ENV} to a C library that has it)`,
+    );
+  }
+  return symbol as NonNullable<Libc[K]>;
+}
