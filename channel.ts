@@ -106,6 +106,15 @@ export interface ChannelInfo extends TransportInfo {
 
 const NO_FILTER: ReceiveFilter = Object.freeze({ type: 0, except: false });
 
+/** Stops a transport's batch early (see Transport.tryReceiveBatch). */
+const STOP = Symbol("stop");
+
+function checkMax(max: number): void {
+  if (!Number.isSafeInteger(max) || max < 1) {
+    throw new RangeError(`max must be a positive integer, got ${max}`);
+  }
+}
+
 /** Serializes operations of one direction, first come first served. */
 class Queue {
   #tail: Promise<void> = Promise.resolve();
@@ -172,6 +181,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #lastCombinedSignal: AbortSignal | undefined;
   #asyncSchema = false;
   #kept: Promise<Message<T>> | undefined; // see tryReceive
+  #deferred: { error: unknown } | undefined; // see #takeBatch
   #readable: ReadableStream<T> | undefined;
   #writable: WritableStream<T> | undefined;
 
@@ -273,11 +283,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return await kept;
     }
     if (this.#receives.length === 0) {
+      this.#throwDeferred();
       const frame = this.#transport.tryReceive(filter);
       if (frame !== null) return await this.#decode(frame);
     }
     const signal = this.#signal(options.signal);
     return await this.#receives.run(signal, async () => {
+      this.#throwDeferred();
       const frame = await this.#settle(this.#transport.receive(filter, signal), options.signal);
       return await this.#decode(frame);
     });
@@ -300,6 +312,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       throw new TypeError("tryReceive cannot run this channel's asynchronous schema; use receive()");
     }
     if (this.#receives.length > 0) return { ok: false, reason: "empty" };
+    const deferred = this.#deferred;
+    if (deferred !== undefined) {
+      this.#deferred = undefined;
+      if (deferred.error instanceof ChannelClosedError) return { ok: false, reason: "closed" };
+      throw deferred.error;
+    }
     let frame;
     try {
       frame = this.#transport.tryReceive(filter);
@@ -313,15 +331,135 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (checked instanceof Promise) {
       // Learnt too late: the message is already off the transport. Keep it
       // for the next receive() rather than lose it.
-      const { type, priority } = frame;
-      this.#kept = checked.then((value) => ({ value, type, priority }));
-      this.#kept.catch(() => {}); // reported by the receive() that takes it
-      this.#asyncSchema = true;
+      this.#keep(checked, frame.type, frame.priority);
       throw new TypeError(
         "tryReceive cannot run this channel's asynchronous schema; the message is kept for the next receive()",
       );
     }
     return { ok: true, value: checked, type: frame.type, priority: frame.priority };
+  }
+
+  /**
+   * Sends several values in order, waiting for room as needed: the same as
+   * awaiting `send` for each, but the transport may publish and wake the
+   * receiver once per batch (`shm:`, `file:`), and the per-message promise
+   * and checks are paid once. Every value is encoded (and size-checked)
+   * before the first is sent.
+   *
+   * @param values The values, all sent with the same `type` and `priority`.
+   * @param options `type`, `priority`, `signal`.
+   * @returns Settles once the kernel has all of them. When it rejects, the
+   *   values before the one that failed were sent (an abort stops between
+   *   messages, or as `send` describes for byte streams).
+   * @throws {ChannelClosedError} When the channel or the peer is closed.
+   * @throws {MessageTooLargeError} When an encoded value is over `info.maxMessageSize` (nothing is sent).
+   * @throws {TypeError} When the transport cannot honour a tag.
+   * @throws {RangeError} For a type or priority out of range.
+   *
+   * @example Sending a burst
+   * ```ts
+   * import { Channel } from "@ipcbus/ipcbus";
+   * import { Pipe } from "@ipcbus/ipcbus/pipe";
+   *
+   * const [a, b] = Pipe.pair();
+   * using left = new Channel<number>(a);
+   * using right = new Channel<number>(b);
+   * await left.sendBatch([1, 2, 3]);
+   * console.log((await right.receiveBatch(10)).map((m) => m.value)); // [ 1, 2, 3 ]
+   * ```
+   */
+  async sendBatch(values: Iterable<T>, options: SendOptions = {}): Promise<void> {
+    const { frames, type, priority } = this.#prepareBatch(values, options);
+    if (frames.length === 0) return;
+    const signal = this.#signal(options.signal);
+    let sent = 0;
+    if (this.#sends.length === 0) {
+      sent = this.#trySendFrames(frames, type, priority);
+      if (sent === frames.length) return;
+    }
+    await this.#sends.run(signal, async () => {
+      while (sent < frames.length) {
+        if (signal.aborted) throw signal.reason;
+        const more = this.#trySendFrames(sent === 0 ? frames : frames.slice(sent), type, priority);
+        if (more > 0) {
+          sent += more;
+          continue;
+        }
+        const pending = this.#transport.send(frames[sent], type, priority, signal);
+        if (pending !== undefined) await this.#settle(pending, options.signal);
+        sent++;
+      }
+    });
+  }
+
+  /**
+   * Sends as many of `values` as fit now, in order, without waiting.
+   *
+   * @param values The values, all with the same tags.
+   * @param options `type` and `priority`.
+   * @returns How many values (from the first) were sent; 0 when full or a `send` is still waiting.
+   * @throws {ChannelClosedError} When the channel or the peer is closed.
+   * @throws {MessageTooLargeError} When an encoded value is too large (nothing is sent).
+   */
+  trySendBatch(values: Iterable<T>, options: MessageTags = {}): number {
+    const { frames, type, priority } = this.#prepareBatch(values, options);
+    if (this.#sends.length > 0 || frames.length === 0) return 0;
+    return this.#trySendFrames(frames, type, priority);
+  }
+
+  /**
+   * Waits for at least one message, then takes up to `max` in all without
+   * waiting again: the way to drain a busy channel, paying the wait, the
+   * promise and (on `shm:` and `file:`) the wake-up once per batch instead
+   * of once per message.
+   *
+   * @param max The most messages to return, at least 1.
+   * @param options A type filter (where supported) and a `signal`.
+   * @returns One to `max` messages, in the order `receiveMessage` would give them.
+   * @throws {ChannelClosedError} When the channel or the peer is closed (and nothing was taken).
+   * @throws {FrameError} When the peer sent malformed data (messages before it are returned first).
+   * @throws {ValidationError} When a value fails the schema (messages before it are returned first).
+   * @throws {RangeError} When `max` is not a positive integer.
+   */
+  async receiveBatch(max: number, options: ReceiveOptions = {}): Promise<Message<T>[]> {
+    checkMax(max);
+    const filter = this.#filter(options);
+    if (this.#deferred === undefined && this.#receives.length === 0 && !this.#kept && !this.#asyncSchema) {
+      const batch = this.#takeBatch(filter, max, []);
+      if (batch.length > 0) return batch;
+    }
+    if (this.#asyncSchema || this.#kept) return [await this.receiveMessage(options)];
+    const signal = this.#signal(options.signal);
+    return await this.#receives.run(signal, async () => {
+      const first = this.#throwDeferred() ??
+        await this.#decode(await this.#settle(this.#transport.receive(filter, signal), options.signal));
+      if (this.#asyncSchema) return [first];
+      return this.#takeBatch(filter, max - 1, [first]);
+    });
+  }
+
+  /**
+   * Takes up to `max` messages without waiting.
+   *
+   * @param max The most messages to return, at least 1.
+   * @param options A type filter (where supported).
+   * @returns The messages taken, possibly none.
+   * @throws {ChannelClosedError} When the channel or the peer is closed (and nothing was taken).
+   * @throws {FrameError} When the peer sent malformed data (messages before it are returned first).
+   * @throws {ValidationError} When a value fails the schema (messages before it are returned first).
+   * @throws {TypeError} When the schema is asynchronous (use `receiveBatch`).
+   */
+  tryReceiveBatch(max: number, options: ReceiveSelector = {}): Message<T>[] {
+    checkMax(max);
+    if (this.#closed) throw new ChannelClosedError(`${this.#transport.info.address} was closed`);
+    const filter = this.#filter(options);
+    if (this.#asyncSchema) {
+      throw new TypeError(
+        "tryReceiveBatch cannot run this channel's asynchronous schema; use receiveBatch()",
+      );
+    }
+    if (this.#receives.length > 0 || this.#kept) return [];
+    return this.#takeBatch(filter, max, []);
   }
 
   /**
@@ -510,6 +648,117 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       throw new MessageTooLargeError(data.length, info.maxMessageSize, reason);
     }
     return { data, type, priority };
+  }
+
+  #prepareBatch(
+    values: Iterable<T>,
+    options: MessageTags,
+  ): { frames: Uint8Array[]; type: number; priority: number } {
+    const frames: Uint8Array[] = [];
+    let type = 1;
+    let priority = 0;
+    let first = true;
+    for (const value of values) {
+      if (first) {
+        const prepared = this.#prepare(value, options);
+        ({ type, priority } = prepared);
+        frames.push(prepared.data);
+        first = false;
+        continue;
+      }
+      frames.push(this.#encodeChecked(value));
+    }
+    if (first && this.#closed) throw new ChannelClosedError(`${this.#transport.info.address} was closed`);
+    return { frames, type, priority };
+  }
+
+  #encodeChecked(value: T): Uint8Array {
+    const info = this.#transport.info;
+    const data = this.#codec.encode(value);
+    if (data.length > info.maxMessageSize) {
+      const reason = typeof info.maxMessageSizeReason === "string"
+        ? info.maxMessageSizeReason
+        : `${info.scheme}: info.maxMessageSize`;
+      throw new MessageTooLargeError(data.length, info.maxMessageSize, reason);
+    }
+    return data;
+  }
+
+  #trySendFrames(frames: readonly Uint8Array[], type: number, priority: number): number {
+    const transport = this.#transport;
+    if (transport.trySendBatch) return transport.trySendBatch(frames, type, priority);
+    let sent = 0;
+    while (sent < frames.length && transport.trySend(frames[sent], type, priority)) sent++;
+    return sent;
+  }
+
+  /**
+   * Appends up to `max` messages taken without waiting to `into`. An error
+   * after some were taken is kept for the next receive, so nothing taken is
+   * lost; with none taken it is thrown.
+   */
+  #takeBatch(filter: ReceiveFilter, max: number, into: Message<T>[]): Message<T>[] {
+    const deferred = this.#deferred;
+    if (deferred !== undefined) {
+      if (into.length > 0) return into;
+      this.#deferred = undefined;
+      throw deferred.error;
+    }
+    const transport = this.#transport;
+    const schema = this.#schema;
+    try {
+      if (transport.tryReceiveBatch) {
+        if (max > 0) {
+          try {
+            transport.tryReceiveBatch(filter, max, (frame) => {
+              const value = this.#decodeValue(frame.data);
+              const checked = schema ? this.#validate(value) : value;
+              const { type, priority } = frame;
+              if (checked instanceof Promise) {
+                // Learnt only now: keep it for the next receive rather than lose it, and stop.
+                this.#keep(checked, type, priority);
+                throw STOP;
+              }
+              into.push({ value: checked, type, priority });
+            });
+          } catch (error) {
+            if (error !== STOP) throw error;
+          }
+        }
+      } else {
+        for (let i = 0; i < max; i++) {
+          const frame = transport.tryReceive(filter);
+          if (frame === null) break;
+          const value = this.#decodeValue(frame.data);
+          const checked = schema ? this.#validate(value) : value;
+          const { type, priority } = frame;
+          if (checked instanceof Promise) {
+            // Learnt only now: keep it for the next receive rather than lose it.
+            this.#keep(checked, type, priority);
+            break;
+          }
+          into.push({ value: checked, type, priority });
+        }
+      }
+    } catch (error) {
+      if (into.length === 0) throw error;
+      this.#deferred = { error };
+    }
+    return into;
+  }
+
+  #keep(checked: Promise<T>, type: number, priority: number): void {
+    this.#kept = checked.then((value) => ({ value, type, priority }));
+    this.#kept.catch(() => {}); // reported by the receive() that takes it
+    this.#asyncSchema = true;
+  }
+
+  /** A failure kept by #takeBatch, thrown by the receive after the batch that preceded it. */
+  #throwDeferred(): undefined {
+    const deferred = this.#deferred;
+    if (deferred === undefined) return undefined;
+    this.#deferred = undefined;
+    throw deferred.error;
   }
 
   #filter(options: ReceiveSelector): ReceiveFilter {

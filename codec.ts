@@ -100,8 +100,23 @@ export const text: Codec<string> = {
   },
 };
 
+/** Messages up to this many bytes are copied into a shared pool by {@linkcode bytes}. */
+const POOLED_MAX = 512;
+/** Size of each pool chunk. */
+const POOL_SIZE = 16 * 1024;
+let pool = new Uint8Array(0);
+let poolOffset = 0;
+
 /**
  * Raw bytes, unchanged: the payload is exactly the `Uint8Array` sent.
+ *
+ * Each received message is a copy the caller owns. Small messages (up to
+ * 512 bytes) are copied into slices of a shared 16 KiB pool, as Node's
+ * `Buffer` does, because allocating an `ArrayBuffer` per message costs more
+ * than receiving it: so a received value's `.buffer` may hold other
+ * messages too. Use the view (`byteOffset`, `byteLength`), or `.slice()` it
+ * for a buffer of its own; a pool chunk stays in memory while any value
+ * from it does.
  *
  * @example
  * ```ts
@@ -116,6 +131,17 @@ export const bytes: Codec<Uint8Array> = {
     return value;
   },
   decode(data: Uint8Array): Uint8Array {
-    return data.slice();
+    const length = data.length;
+    if (length > POOLED_MAX) return data.slice();
+    if (poolOffset + length > pool.length) {
+      pool = new Uint8Array(POOL_SIZE);
+      poolOffset = 0;
+    }
+    const copy = pool.subarray(poolOffset, poolOffset + length);
+    // Keep every slice 8-byte aligned, so a DataView or a typed array of
+    // wider elements over a copy stays aligned as with a fresh buffer.
+    poolOffset += (length + 7) & ~7;
+    copy.set(data);
+    return copy;
   },
 };

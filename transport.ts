@@ -127,6 +127,24 @@ export interface Transport {
   tryReceive(filter: ReceiveFilter): ReceivedFrame | null;
   /** Receives, waiting for a frame; rejects with `signal.reason` on abort. */
   receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame>;
+  /**
+   * Optional: sends a prefix of `frames` without waiting, all with the same
+   * tags, publishing and waking the peer once for the lot where the mechanism
+   * allows. Without it the channel calls `trySend` per frame.
+   *
+   * @returns How many frames (from the first) were sent; 0 when there is no room now.
+   */
+  trySendBatch?(frames: readonly Uint8Array[], type: number, priority: number): number;
+  /**
+   * Optional: receives up to `max` frames without waiting, handing each to
+   * `sink` (its `data` is valid only during that call). If `sink` throws, the
+   * frame counts as received, nothing more is taken, and the error
+   * propagates. Without it the channel calls `tryReceive` per frame.
+   *
+   * @returns How many frames were handed to `sink`.
+   * @throws {ChannelClosedError} When the peer has gone for good and nothing was taken.
+   */
+  tryReceiveBatch?(filter: ReceiveFilter, max: number, sink: (frame: ReceivedFrame) => void): number;
   /** Releases this process's handles. Idempotent. */
   close(): void;
   /** Destroys the kernel object or name, if there is one. */

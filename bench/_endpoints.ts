@@ -11,6 +11,7 @@
 import { bytes, type Channel, type ChildProcess, json, open, spawn } from "../mod.ts";
 import type { RoundTripRun, ThroughputRun } from "./_c.ts";
 import {
+  BATCH,
   byobSource,
   CONSUMER,
   encodeFrame,
@@ -112,10 +113,13 @@ class ChannelEndpoint implements Endpoint {
     const tx = this.#tx;
     const payload = makePayload(size);
     const data = { type: T.DATA };
-    await tx.send(u32s(count, this.#fast ? CONSUMER.TRY_RECEIVE : CONSUMER.AWAIT_RECEIVE), { type: T.BEGIN });
+    await tx.send(u32s(count, this.#fast ? CONSUMER.BATCH : CONSUMER.AWAIT_RECEIVE), { type: T.BEGIN });
+    const batch: Uint8Array[] = new Array(BATCH).fill(payload);
     const t0 = performance.now();
     if (this.#fast) {
-      for (let i = 0; i < count; i++) if (!tx.trySend(payload, data)) await tx.send(payload, data);
+      for (let sent = 0; sent < count; sent += BATCH) {
+        await tx.sendBatch(count - sent >= BATCH ? batch : batch.slice(0, count - sent), data);
+      }
     } else {
       for (let i = 0; i < count; i++) await tx.send(payload, data);
     }
@@ -136,7 +140,7 @@ class ChannelEndpoint implements Endpoint {
  * ipcbus `pipe:`: `spawn()` on `echo_child.ts pipe <codec>`.
  *
  * @param codec The codec both sides use.
- * @param fast Throughput with `trySend`/`tryReceive` (falling back to waiting), or plain `await`.
+ * @param fast Throughput with `sendBatch`/`receiveBatch`, or one plain `await` per message.
  * @param spin The `spin` option of both ends (undefined: the library's default).
  * @returns The endpoint.
  */

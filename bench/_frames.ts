@@ -24,8 +24,11 @@ export const HEADER_SIZE = 12;
 /** Message types of the benchmark protocol. */
 export const T = { ECHO: 1, BEGIN: 2, DATA: 3, DONE: 4, QUIT: 5 } as const;
 
-/** How an ipcbus consumer receives (sent in `BEGIN`). */
-export const CONSUMER = { TRY_RECEIVE: 0, AWAIT_RECEIVE: 1 } as const;
+/** How an ipcbus consumer receives (sent in `BEGIN`): `receiveBatch`, or one `receiveMessage` per message. */
+export const CONSUMER = { BATCH: 0, AWAIT_RECEIVE: 1 } as const;
+
+/** Messages per `sendBatch`/`receiveBatch` call on the fast path. */
+export const BATCH = 256;
 
 /**
  * A whole frame (header and payload) in a fresh buffer.

@@ -186,7 +186,7 @@ function cRunner(mechanism: Mechanism, spinning: boolean): TargetDef["start"] {
 const TARGETS: readonly TargetDef[] = [
   {
     id: "pipe",
-    label: "ipcbus pipe: (bytes, trySend/tryReceive)",
+    label: "ipcbus pipe: (bytes, sendBatch/receiveBatch)",
     kind: "ipcbus",
     mechanism: "pipe",
     metrics: METRICS,

@@ -15,7 +15,7 @@
  */
 
 import { bytes, type Channel, ChannelClosedError, json, open } from "../mod.ts";
-import { CONSUMER, encodeFrame, FrameReader, readU32, T, u32s, writeAll } from "./_frames.ts";
+import { BATCH, CONSUMER, encodeFrame, FrameReader, readU32, T, u32s, writeAll } from "./_frames.ts";
 
 type Received = { value: unknown; type: number };
 
@@ -24,43 +24,38 @@ async function serveChannel(rx: Channel<unknown>, tx: Channel<unknown>, codec: "
   const done = { type: T.DONE };
   let target = 0;
   let count = 0;
-  let useTry = false;
+  let batched = false; // CONSUMER.BATCH: receiveBatch, else one receiveMessage per message
   for (;;) {
-    let message: Received;
+    let messages: Received[];
     try {
-      if (useTry) {
-        const result = rx.tryReceive();
-        if (result.ok) message = result;
-        else if (result.reason === "closed") return;
-        else message = await rx.receiveMessage();
-      } else {
-        message = await rx.receiveMessage();
-      }
+      messages = batched ? await rx.receiveBatch(BATCH) : [await rx.receiveMessage()];
     } catch (error) {
       if (error instanceof ChannelClosedError) return;
       throw error;
     }
-    switch (message.type) {
-      case T.ECHO:
-        await tx.send(message.value, echo);
-        break;
-      case T.BEGIN: {
-        const value = message.value as Uint8Array;
-        target = readU32(value, 0);
-        useTry = readU32(value, 4) === CONSUMER.TRY_RECEIVE;
-        count = 0;
-        break;
-      }
-      case T.DATA:
-        if (++count === target) {
-          useTry = false;
-          await tx.send(codec === "bytes" ? u32s(count) : count, done);
+    for (const message of messages) {
+      switch (message.type) {
+        case T.ECHO:
+          await tx.send(message.value, echo);
+          break;
+        case T.BEGIN: {
+          const value = message.value as Uint8Array;
+          target = readU32(value, 0);
+          batched = readU32(value, 4) === CONSUMER.BATCH;
+          count = 0;
+          break;
         }
-        break;
-      case T.QUIT:
-        return;
-      default:
-        throw new Error(`unexpected message type ${message.type}`);
+        case T.DATA:
+          if (++count === target) {
+            batched = false;
+            await tx.send(codec === "bytes" ? u32s(count) : count, done);
+          }
+          break;
+        case T.QUIT:
+          return;
+        default:
+          throw new Error(`unexpected message type ${message.type}`);
+      }
     }
   }
 }
