@@ -125,3 +125,11 @@ export {
   type SysvSharedMemoryOptions,
   type SysvSharedMemoryStat,
 } from "./memory/sysv_shared_memory.ts";
+export {
+  Presence,
+  PRESENCE_PREFIX,
+  PresenceClaim,
+  presenceName,
+  type PresenceRecord,
+  type PresenceState,
+} from "./sync/presence.ts";

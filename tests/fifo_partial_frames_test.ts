@@ -4,6 +4,13 @@
 // malformed bytes recovers when the bad writer has gone.
 import assert from "node:assert/strict";
 import { bytes, Channel, Fifo, FrameError } from "../mod.ts";
+import { Presence } from "../sync/presence.ts";
+
+/** Removes the FIFO and its presence record (the handles were closed first). */
+async function removeFifo(path: string): Promise<void> {
+  await Deno.remove(path);
+  Presence.forget(`fifo:${path}`);
+}
 
 function fifoPath(): string {
   return `/tmp/ipcbus-test-${crypto.randomUUID()}.fifo`;
@@ -29,7 +36,7 @@ Deno.test("locked FIFO: a partly written trySend releases the lock once the fram
     assert.deepEqual(await second, payload(3, 2));
   } finally {
     for (const channel of [a, b, reader]) channel.close();
-    await Deno.remove(path);
+    await removeFifo(path);
   }
 });
 
@@ -51,7 +58,7 @@ Deno.test("locked FIFO: a send aborted mid-frame keeps the lock until the frame 
     assert.deepEqual(await reader.receive({ signal: AbortSignal.timeout(5000) }), payload(3, 9));
   } finally {
     for (const channel of [a, b, reader]) channel.close();
-    await Deno.remove(path);
+    await removeFifo(path);
   }
 });
 
@@ -70,7 +77,7 @@ Deno.test("single-writer FIFO: a send aborted mid-frame is still finished in ord
   } finally {
     writer.close();
     reader.close();
-    await Deno.remove(path);
+    await removeFifo(path);
   }
 });
 
@@ -93,6 +100,6 @@ Deno.test("FIFO reader: malformed bytes fail one receive, then reading resumes w
     }
   } finally {
     reader.close();
-    await Deno.remove(path);
+    await removeFifo(path);
   }
 });

@@ -5,6 +5,7 @@
 // Every queue made here is recorded in `made` and removed in `finally`
 // (IPC_RMID, also when a test fails); the last test checks that none is
 // left in /proc/sysvipc/msg.
+import { Presence } from "../sync/presence.ts";
 import assert from "node:assert/strict";
 import {
   AlreadyExistsError,
@@ -58,7 +59,10 @@ function track<T extends { readonly info: object }>(handle: T): T {
 
 /** Removes every recorded queue that still exists. */
 function cleanup(): void {
-  for (const id of made) raw.msgctl(id, IPC_RMID, null);
+  for (const id of made) {
+    raw.msgctl(id, IPC_RMID, null);
+    Presence.forget(`sysv-mq:id/${id}`);
+  }
 }
 
 function exists(id: number): boolean {

@@ -62,6 +62,7 @@ import {
   HEADER_SIZE,
   MAX_STREAM_TYPE,
 } from "./_stream.ts";
+import { Presence } from "../sync/presence.ts";
 import { DEFAULT_SPIN_MICROS, StreamTransport } from "./_stream_transport.ts";
 
 /** How writers share a FIFO (see the module documentation). */
@@ -111,6 +112,7 @@ export class Fifo extends StreamTransport {
   readonly #maxMessageSize: number;
   #reader: FrameReader | null = null;
   #writer: FrameWriter | null = null;
+  #presence: Presence | null;
 
   private constructor(
     path: string,
@@ -147,6 +149,7 @@ export class Fifo extends StreamTransport {
       owner: identity.uid,
       mode: identity.permissions,
     };
+    this.#presence = Presence.hold(`fifo:${path}`, { mode: identity.permissions & 0o666 });
   }
 
   /**
@@ -318,6 +321,13 @@ export class Fifo extends StreamTransport {
   }
 
   protected release(): void {
+    this.#presence?.release();
+    // The FIFO removed or replaced by someone else while we had it: drop
+    // its presence record, which nobody can use any more.
+    const now = this.#presence ? lstatPath(this.#path) : undefined;
+    if (now === null || (now && (now.ino !== this.#identity.ino || now.dev !== this.#identity.dev))) {
+      Presence.forget(`fifo:${this.#path}`);
+    }
     if (this.#reader) closeFd(this.#reader.fd);
     if (this.#writer) closeFd(this.#writer.fd);
   }
@@ -326,12 +336,14 @@ export class Fifo extends StreamTransport {
   override unlink(): Promise<void> {
     const stat = lstatPath(this.#path);
     if (stat === null) {
+      Presence.forget(`fifo:${this.#path}`);
       return Promise.reject(
         new NotFoundError(`unlink ${this.#path} failed: ENOENT`, { errno: E.ENOENT, syscall: "unlink" }),
       );
     }
     sameFile(stat, this.#identity, this.#path);
     unlinkPath(this.#path);
+    Presence.forget(`fifo:${this.#path}`);
     return Promise.resolve();
   }
 }

@@ -99,6 +99,7 @@ import type {
   TransportInfo,
   TransportOptions,
 } from "../transport.ts";
+import { Presence } from "../sync/presence.ts";
 import { Spinner } from "./_stream.ts";
 import { DEFAULT_SPIN_MICROS } from "./_stream_transport.ts";
 
@@ -238,6 +239,7 @@ export class SysvMessageQueue implements Transport {
   #sendWords: Uint32Array<ArrayBuffer>;
   #sendLength = -1;
   #sendLengthBig = 0n;
+  readonly #presence: Presence | null;
 
   private constructor(
     id: number,
@@ -294,6 +296,8 @@ export class SysvMessageQueue implements Transport {
     this.#data = this.#receive.subarray(8, 8);
     this.#send = new Uint8Array(8 + Math.min(maxMessageSize, INITIAL_BUFFER_LIMIT));
     this.#sendWords = new Uint32Array(this.#send.buffer, 0, 2);
+    // The id names this very queue (a queue made again under the same key gets another id).
+    this.#presence = Presence.hold(`${SCHEME}:id/${id}`, { mode: limits.perm.mode & 0o666 });
   }
 
   /**
@@ -724,6 +728,12 @@ export class SysvMessageQueue implements Transport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#presence?.release();
+    // The queue removed by someone else (ipcrm, a C peer) while we had it:
+    // drop its presence record, which nobody can use any more.
+    if (this.#presence && libc().msgctl(this.#id, IPC.STAT, statBuffer) < 0) {
+      Presence.forget(`${SCHEME}:id/${this.#id}`);
+    }
     this.#closer.abort(new ChannelClosedError(`${this.#name} is closed`));
   }
 
@@ -737,7 +747,10 @@ export class SysvMessageQueue implements Transport {
    * @throws {PermissionDeniedError} When this user is neither its owner nor its creator (nor root).
    */
   unlink(): Promise<void> {
-    if (libc().msgctl(this.#id, IPC.RMID, null) === 0) return Promise.resolve();
+    if (libc().msgctl(this.#id, IPC.RMID, null) === 0) {
+      Presence.forget(`${SCHEME}:id/${this.#id}`);
+      return Promise.resolve();
+    }
     const code = errno();
     if (code === E.EINVAL || code === E.EIDRM) {
       return Promise.reject(

@@ -1,0 +1,347 @@
+/**
+ * Presence: whether any live process still uses an ipcbus object, known from
+ * the kernel rather than from process ids.
+ *
+ * Every process that opens an ipcbus channel holds a shared (read) lock on a
+ * small POSIX shared memory object named after the channel's address,
+ * `/dev/shm/ipcbus.presence.<address, escaped>`, which also records the
+ * address. The locks are open-file-description locks (`F_OFD_SETLK`): the
+ * kernel drops them when the last descriptor goes, however the process ends
+ * (SIGKILL included), so a crashed user never looks alive. A process id
+ * would not do: ids are reused, and a container sharing `/dev/shm` sees other
+ * ids. Anyone may ask whether the object is in use by testing for a
+ * conflicting write lock, and `ipcbus gc` takes that write lock (which
+ * excludes new users for as long as it holds it) before it removes a stale
+ * object.
+ *
+ * Presence is advisory and best-effort: a process that cannot open the
+ * presence object (another user's, with a mode that does not let it in)
+ * simply holds none, and an object without a presence record is "unknown",
+ * which `gc` never removes.
+ *
+ * @example Holding and probing presence
+ * ```ts
+ * import { Presence } from "@ipcbus/ipcbus/presence";
+ *
+ * const address = `sysv-mq:0x${crypto.getRandomValues(new Uint32Array(1))[0].toString(16)}`;
+ * const held = Presence.hold(address);
+ * console.log(Presence.probe(address)); // "live"
+ * held?.release();
+ * console.log(Presence.probe(address)); // "stale"
+ * Presence.claim(address)?.remove();
+ * console.log(Presence.probe(address)); // "unknown"
+ * ```
+ *
+ * @module
+ */
+
+import { AlreadyExistsError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { cString } from "../ffi/cstring.ts";
+import { F, O } from "../ffi/constants.ts";
+import { closeFd, fstatFd } from "../ffi/fd.ts";
+import { E, errno, lastError, libc, need } from "../ffi/libc.ts";
+import { FLOCK } from "../ffi/structs.ts";
+
+/** Prefix of every presence object's name (under `/dev/shm`). */
+export const PRESENCE_PREFIX = "ipcbus.presence.";
+
+/** Longest address recorded (the record is read back by `list`). */
+const MAX_ADDRESS = 4096;
+
+/** What {@linkcode Presence.probe} can tell. */
+export type PresenceState =
+  /** At least one open channel holds its presence lock. */
+  | "live"
+  /** A record exists but nobody holds it: every user has gone. */
+  | "stale"
+  /** No record (not an ipcbus object, or its record was removed), or it cannot be read. */
+  | "unknown";
+
+/** One presence record, as {@linkcode Presence.list} reports it. */
+export interface PresenceRecord {
+  /** The channel address the record belongs to. */
+  address: string;
+  /** The shared memory object's name (`/ipcbus.presence.…`). */
+  name: string;
+  /** Whether someone holds it. */
+  state: PresenceState;
+  /** Owner of the record (the user that first opened the address). */
+  uid: number;
+}
+
+/**
+ * The shared memory name (with its leading slash) of an address's record.
+ *
+ * @param address A channel address such as `sysv-mq:0x1a2b`.
+ * @returns A valid POSIX shm name: characters outside `[A-Za-z0-9._:@+=,-]`
+ *   are %-escaped, and a very long address is shortened with a hash of the whole.
+ */
+export function presenceName(address: string): string {
+  let escaped = "";
+  for (const byte of new TextEncoder().encode(address)) {
+    const c = String.fromCharCode(byte);
+    escaped += /[A-Za-z0-9._:@+=,-]/.test(c) ? c : `%${byte.toString(16).padStart(2, "0").toUpperCase()}`;
+  }
+  if (escaped.length > 200) escaped = `${escaped.slice(0, 180)}~${fnv1a64(address)}`;
+  return `/${PRESENCE_PREFIX}${escaped}`;
+}
+
+function fnv1a64(text: string): string {
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(text)) {
+    hash = BigInt.asUintN(64, (hash ^ BigInt(byte)) * 0x100000001b3n);
+  }
+  return hash.toString(16).padStart(16, "0");
+}
+
+function setLock(fd: number, type: number, command: number): boolean {
+  const flock = new Uint8Array(FLOCK.size);
+  const view = new DataView(flock.buffer);
+  view.setInt16(FLOCK.l_type, type, true);
+  view.setBigInt64(FLOCK.l_start, 0n, true);
+  view.setBigInt64(FLOCK.l_len, 1n, true);
+  for (;;) {
+    if (libc().fcntl_lock(fd, command, flock) === 0) return true;
+    const code = errno();
+    if (code === E.EINTR) continue;
+    if (code === E.EAGAIN || code === E.EACCES) return false;
+    throw lastError("fcntl(F_OFD_SETLK)", `presence fd ${fd}`);
+  }
+}
+
+/** Whether anyone holds a lock on the record's byte (F_OFD_GETLK with a write lock as the probe). */
+function isHeld(fd: number): boolean {
+  const flock = new Uint8Array(FLOCK.size);
+  const view = new DataView(flock.buffer);
+  view.setInt16(FLOCK.l_type, F.WRLCK, true);
+  view.setBigInt64(FLOCK.l_len, 1n, true);
+  if (libc().fcntl_lock(fd, F.OFD_GETLK, flock) < 0) {
+    throw lastError("fcntl(F_OFD_GETLK)", `presence fd ${fd}`);
+  }
+  return view.getInt16(FLOCK.l_type, true) !== F.UNLCK;
+}
+
+function openRecord(name: string, flags: number, mode: number): number {
+  const fd = need("shm_open")(cString(name), flags | O.NOFOLLOW | O.CLOEXEC, mode);
+  if (fd >= 0) return fd;
+  throw lastError("shm_open", name);
+}
+
+function readAddress(fd: number, name: string): string | undefined {
+  const size = Number(fstatFd(fd).size);
+  if (size <= 0 || size > MAX_ADDRESS) return undefined;
+  const buffer = new Uint8Array(size);
+  const n = Number(libc().read(fd, buffer, BigInt(size)));
+  if (n !== size) return undefined;
+  try {
+    const address = new TextDecoder("utf-8", { fatal: true }).decode(buffer);
+    return presenceName(address) === name ? address : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A held presence lock on one address's record. Release it when the channel
+ * closes (the kernel also drops it when the process dies).
+ */
+export class Presence implements Disposable {
+  #fd: number;
+  /** The address held. */
+  readonly address: string;
+
+  private constructor(fd: number, address: string) {
+    this.#fd = fd;
+    this.address = address;
+  }
+
+  /**
+   * Records that this process uses `address`, creating the record when it
+   * is missing.
+   *
+   * @param address The channel address.
+   * @param options `mode` of a new record (default `0o600`; give the object's own mode so that every
+   *   user allowed to open the object can record presence too).
+   * @returns The held presence, or `null` when the record cannot be opened or locked here (another
+   *   user's, an exhausted descriptor table, shared memory unavailable). Presence is best-effort.
+   */
+  static hold(address: string, options: { mode?: number } = {}): Presence | null {
+    const name = presenceName(address);
+    let fd: number;
+    try {
+      try {
+        fd = openRecord(name, O.RDWR | O.CREAT | O.EXCL, options.mode ?? 0o600);
+        const bytes = new TextEncoder().encode(address);
+        if (bytes.length <= MAX_ADDRESS) libc().write(fd, bytes, BigInt(bytes.length));
+      } catch (error) {
+        if (!(error instanceof AlreadyExistsError)) throw error;
+        try {
+          fd = openRecord(name, O.RDWR, 0);
+        } catch (inner) {
+          if (!(inner instanceof PermissionDeniedError)) throw inner;
+          fd = openRecord(name, O.RDONLY, 0);
+        }
+      }
+    } catch {
+      return null; // best-effort (see the module docs)
+    }
+    // A shared lock; it fails only while `gc` holds the write lock to remove
+    // the record, which takes microseconds: retry a few times, then give up
+    // (best-effort) rather than block.
+    for (let attempt = 0; attempt < 1000; attempt++) {
+      if (setLock(fd, F.RDLCK, F.OFD_SETLK)) return new Presence(fd, address);
+    }
+    closeFd(fd);
+    return null;
+  }
+
+  /**
+   * Whether any process holds presence on `address`.
+   *
+   * @param address The channel address.
+   * @returns `"live"`, `"stale"` or `"unknown"`.
+   */
+  static probe(address: string): PresenceState {
+    return probeName(presenceName(address));
+  }
+
+  /**
+   * Every presence record this user can read.
+   *
+   * @returns The records, with their state; records whose content does not match their name are skipped.
+   */
+  static list(): PresenceRecord[] {
+    const records: PresenceRecord[] = [];
+    let entries: Iterable<Deno.DirEntry>;
+    try {
+      entries = Deno.readDirSync("/dev/shm");
+    } catch {
+      return records;
+    }
+    for (const entry of entries) {
+      if (!entry.name.startsWith(PRESENCE_PREFIX)) continue;
+      const name = `/${entry.name}`;
+      let fd: number;
+      try {
+        fd = openRecord(name, O.RDONLY, 0);
+      } catch {
+        continue;
+      }
+      try {
+        const address = readAddress(fd, name);
+        if (address === undefined) continue;
+        records.push({ address, name, state: isHeld(fd) ? "live" : "stale", uid: fstatFd(fd).uid });
+      } finally {
+        closeFd(fd);
+      }
+    }
+    return records.sort((a, b) => a.address.localeCompare(b.address));
+  }
+
+  /**
+   * Takes the record's write lock if nobody uses `address`: while the claim
+   * is held no process can record presence, so the object can be removed
+   * without racing a new user (a process opening it meanwhile holds no
+   * presence and is told so by nothing; see the module docs).
+   *
+   * @param address The channel address.
+   * @returns The claim, or `null` when the address is in use or has no record.
+   */
+  static claim(address: string): PresenceClaim | null {
+    const name = presenceName(address);
+    let fd: number;
+    try {
+      fd = openRecord(name, O.RDWR, 0);
+    } catch (error) {
+      if (error instanceof NotFoundError || error instanceof PermissionDeniedError) return null;
+      throw error;
+    }
+    if (!setLock(fd, F.WRLCK, F.OFD_SETLK)) {
+      closeFd(fd);
+      return null;
+    }
+    return new PresenceClaim(fd, name, address);
+  }
+
+  /**
+   * Removes an address's record, for a transport whose `unlink()` has just
+   * destroyed the object (holders keep their locks on the unnamed record
+   * until they close). Does nothing when there is no record.
+   *
+   * @param address The channel address.
+   */
+  static forget(address: string): void {
+    need("shm_unlink")(cString(presenceName(address)));
+  }
+
+  /** Releases the lock (closing the record's descriptor). Idempotent. */
+  release(): void {
+    const fd = this.#fd;
+    if (fd < 0) return;
+    this.#fd = -1;
+    closeFd(fd);
+  }
+
+  /** Same as {@linkcode Presence.release}. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
+
+function probeName(name: string): PresenceState {
+  let fd: number;
+  try {
+    fd = openRecord(name, O.RDONLY, 0);
+  } catch {
+    return "unknown";
+  }
+  try {
+    return isHeld(fd) ? "live" : "stale";
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** An exclusive claim on a stale address's record, from {@linkcode Presence.claim}. */
+export class PresenceClaim implements Disposable {
+  #fd: number;
+  readonly #name: string;
+  /** The address claimed. */
+  readonly address: string;
+
+  /** @internal */
+  constructor(fd: number, name: string, address: string) {
+    this.#fd = fd;
+    this.#name = name;
+    this.address = address;
+  }
+
+  /**
+   * Removes the record (shm_unlink) and releases the claim. Call it after
+   * removing the object itself.
+   *
+   * @throws {IpcError} When shm_unlink fails for a reason other than the record being gone already.
+   */
+  remove(): void {
+    if (this.#fd < 0) return;
+    if (need("shm_unlink")(cString(this.#name)) < 0 && errno() !== E.ENOENT) {
+      const error = lastError("shm_unlink", this.#name);
+      this.release();
+      throw error;
+    }
+    this.release();
+  }
+
+  /** Releases the claim, keeping the record. Idempotent. */
+  release(): void {
+    const fd = this.#fd;
+    if (fd < 0) return;
+    this.#fd = -1;
+    closeFd(fd);
+  }
+
+  /** Same as {@linkcode PresenceClaim.release}. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}

@@ -1,0 +1,96 @@
+// Presence records: held by live processes, stale after they die (SIGKILL
+// included), claimable only when stale.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { Presence, PRESENCE_PREFIX, presenceName } from "../sync/presence.ts";
+import { DenoChild, fixture } from "./_helpers.ts";
+
+const randomAddress = (scheme = "sysv-mq") => `${scheme}:test-${crypto.randomUUID()}`;
+const path = (address: string) => `/dev/shm${presenceName(address)}`;
+
+function cleanup(address: string): void {
+  try {
+    Deno.removeSync(path(address));
+  } catch {
+    // gone
+  }
+}
+
+Deno.test("hold, probe, list, release, claim and remove", () => {
+  const address = randomAddress();
+  try {
+    assert.equal(Presence.probe(address), "unknown");
+    const a = Presence.hold(address)!;
+    const b = Presence.hold(address)!;
+    assert.ok(a && b, "two holders in one process");
+    assert.equal(Presence.probe(address), "live");
+    assert.equal(Presence.claim(address), null, "a live address cannot be claimed");
+    const record = Presence.list().find((r) => r.address === address);
+    assert.deepEqual(record && { state: record.state, name: record.name }, {
+      state: "live",
+      name: presenceName(address),
+    });
+    a.release();
+    a.release();
+    assert.equal(Presence.probe(address), "live", "still held by the other");
+    b[Symbol.dispose]();
+    assert.equal(Presence.probe(address), "stale");
+    const claim = Presence.claim(address)!;
+    assert.ok(claim);
+    assert.equal(Presence.hold(address), null, "no one can record presence while it is claimed");
+    claim.remove();
+    assert.equal(Presence.probe(address), "unknown");
+    assert.equal(existsSync(path(address)), false);
+    assert.equal(Presence.claim(address), null, "nothing to claim");
+  } finally {
+    cleanup(address);
+  }
+});
+
+Deno.test("names: escaped, prefixed, shortened with a hash when long; the record holds the address", () => {
+  assert.equal(presenceName("fifo:/run/a b.fifo"), `/${PRESENCE_PREFIX}fifo:%2Frun%2Fa%20b.fifo`);
+  const long = `fifo:/${"x/".repeat(300)}end`;
+  const other = `fifo:/${"x/".repeat(300)}enD`;
+  assert.ok(presenceName(long).length < 255);
+  assert.notEqual(presenceName(long), presenceName(other));
+  const address = `fifo:/tmp/${"é/".repeat(200)}${crypto.randomUUID()}`;
+  try {
+    Presence.hold(address)?.release();
+    assert.equal(Presence.list().find((r) => r.name === presenceName(address))?.address, address);
+  } finally {
+    cleanup(address);
+  }
+});
+
+Deno.test("a holder killed with SIGKILL leaves a stale record, never a live one", async () => {
+  const address = randomAddress();
+  try {
+    {
+      await using child = new DenoChild(fixture("presence_child.ts"), [address], [
+        "--allow-ffi",
+        "--allow-read",
+      ]);
+      await child.expect("held");
+      assert.equal(Presence.probe(address), "live");
+      assert.equal(Presence.claim(address), null);
+      child.process.kill("SIGKILL");
+      await child.process.status;
+    }
+    assert.equal(Presence.probe(address), "stale");
+    Presence.claim(address)!.remove();
+  } finally {
+    cleanup(address);
+  }
+});
+
+Deno.test("a record with content that does not match its name is not listed", () => {
+  const address = randomAddress();
+  try {
+    Presence.hold(address)?.release();
+    Deno.writeTextFileSync(path(address), "sysv-mq:someone-else");
+    assert.equal(Presence.list().some((r) => r.name === presenceName(address)), false);
+    assert.equal(Presence.probe(address), "stale", "probing does not depend on the content");
+  } finally {
+    cleanup(address);
+  }
+});
