@@ -133,3 +133,4 @@ export {
   type PresenceRecord,
   type PresenceState,
 } from "./sync/presence.ts";
+export { type IpcDirectory, type IpcDirectoryEntry, listIpcDirectory, readProcFile } from "./inspect.ts";

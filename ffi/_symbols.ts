@@ -184,6 +184,8 @@ export const SYMBOLS = {
   shm_unlink: { parameters: ["buffer"], result: "i32", optional: true },
   // int ftruncate(int fd, off_t length);
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  // int posix_fallocate(int fd, off_t offset, off_t len);   (returns an errno value, sets no errno)
+  posix_fallocate: { parameters: ["i32", "i64", "i64"], result: "i32" },
   // int fdatasync(int fd);
   fdatasync: { parameters: ["i32"], result: "i32" },
   // int fsync(int fd);
@@ -200,6 +202,23 @@ export const SYMBOLS = {
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   // int getrlimit(int resource, struct rlimit *rlim);
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  // DIR *opendir(const char *name);
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  // struct dirent *readdir(DIR *dirp);
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  // int closedir(DIR *dirp);
+  closedir: { parameters: ["pointer"], result: "i32" },
+
+  // Mapped-file logs (file:).
+  // long syscall(SYS_futex, uint32_t *uaddr, int op, uint32_t val, const struct timespec *timeout,
+  //              uint32_t *uaddr2, uint32_t val3);   (FUTEX_WAKE on a word of a shared file mapping)
+  futex: {
+    name: "syscall",
+    parameters: ["i64", "pointer", "i64", "i64", "pointer", "pointer", "i64"],
+    result: "i64",
+  },
+  // int link(const char *oldpath, const char *newpath);
+  link: { parameters: ["buffer", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */

@@ -38,6 +38,7 @@
 import { AlreadyExistsError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { cString } from "../ffi/cstring.ts";
 import { F, O } from "../ffi/constants.ts";
+import { readDirectory } from "../ffi/dir.ts";
 import { closeFd, fstatFd } from "../ffi/fd.ts";
 import { E, errno, lastError, libc, need } from "../ffi/libc.ts";
 import { FLOCK } from "../ffi/structs.ts";
@@ -212,15 +213,15 @@ export class Presence implements Disposable {
    */
   static list(): PresenceRecord[] {
     const records: PresenceRecord[] = [];
-    let entries: Iterable<Deno.DirEntry>;
+    let names: string[] | null;
     try {
-      entries = Deno.readDirSync("/dev/shm");
+      names = readDirectory("/dev/shm");
     } catch {
       return records;
     }
-    for (const entry of entries) {
-      if (!entry.name.startsWith(PRESENCE_PREFIX)) continue;
-      const name = `/${entry.name}`;
+    for (const entry of names ?? []) {
+      if (!entry.startsWith(PRESENCE_PREFIX)) continue;
+      const name = `/${entry}`;
       let fd: number;
       try {
         fd = openRecord(name, O.RDONLY, 0);

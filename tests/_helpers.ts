@@ -5,7 +5,7 @@
 // `finally` by `TempDir[Symbol.asyncDispose]`; `leftovers()` lists anything
 // still there for a final check.
 
-import { presenceName } from "../sync/presence.ts";
+import { Presence } from "../sync/presence.ts";
 
 /** One id per test module: every temp name made by that module contains it. */
 export const RUN = crypto.randomUUID().slice(0, 8);
@@ -34,11 +34,9 @@ export class TempDir implements AsyncDisposable {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     });
     // Presence records of FIFOs and logs under the directory (removed with it, not unlinked).
-    const prefix = presenceName(`fifo:${this.path}/`).slice(1, -1);
-    const logPrefix = presenceName(`file:${this.path}/`).slice(1, -1);
-    for (const entry of Deno.readDirSync("/dev/shm")) {
-      if (entry.name.startsWith(prefix) || entry.name.startsWith(logPrefix)) {
-        await Deno.remove(`/dev/shm/${entry.name}`).catch(() => {});
+    for (const { address } of Presence.list()) {
+      if (address.startsWith(`fifo:${this.path}/`) || address.startsWith(`file:${this.path}/`)) {
+        Presence.forget(address);
       }
     }
   }

@@ -1,0 +1,110 @@
+/**
+ * Reading `/dev/shm`, `/dev/mqueue` and `/proc` through libc. Deno refuses
+ * its own file APIs on `/dev` and `/proc` paths without `--allow-all`; what
+ * ipcbus needs there it reads with opendir/readdir and open/read, under
+ * `--allow-ffi` like everything else it does.
+ *
+ * @module
+ */
+
+import { cString, readCString } from "./cstring.ts";
+import { O } from "./constants.ts";
+import { closeFd, lstatPath, openPath } from "./fd.ts";
+import { E, errno, lastError, libc } from "./libc.ts";
+import type { FileStat } from "./structs.ts";
+
+/** Offset of `d_name` in glibc's `struct dirent` on 64-bit Linux (ino 8, off 8, reclen 2, type 1). */
+const D_NAME = 19;
+
+/**
+ * The names in a directory (without `.` and `..`).
+ *
+ * @param path The directory.
+ * @returns The names, or null when the directory does not exist.
+ * @throws {IpcError} When opendir(3)/readdir(3) fail otherwise (EACCES, ENOTDIR…).
+ */
+export function readDirectory(path: string): string[] | null {
+  const { opendir, readdir, closedir } = libc();
+  const dir = opendir(cString(path, "path"));
+  if (dir === null) {
+    if (errno() === E.ENOENT) return null;
+    throw lastError("opendir", path);
+  }
+  const names: string[] = [];
+  try {
+    for (;;) {
+      const entry = readdir(dir);
+      if (entry === null) break;
+      const name = readCString(Deno.UnsafePointer.offset(entry, D_NAME));
+      if (name !== null && name !== "." && name !== "..") names.push(name);
+    }
+  } finally {
+    closedir(dir);
+  }
+  return names.sort();
+}
+
+/** A directory entry with its lstat(2). */
+export interface DirectoryEntry extends FileStat {
+  /** The entry's name. */
+  name: string;
+}
+
+/**
+ * A directory's entries with their lstat(2), skipping entries that vanish meanwhile.
+ *
+ * @param path The directory.
+ * @returns The entries, or null when the directory does not exist.
+ */
+export function readDirectoryEntries(path: string): DirectoryEntry[] | null {
+  const names = readDirectory(path);
+  if (names === null) return null;
+  const entries: DirectoryEntry[] = [];
+  for (const name of names) {
+    const stat = lstatPath(`${path}/${name}`);
+    if (stat !== null) entries.push({ name, ...stat });
+  }
+  return entries;
+}
+
+/**
+ * A whole small file as text (for `/proc` files, whose size reads as 0).
+ *
+ * @param path The file.
+ * @param limit The most bytes to read (default 1 MiB).
+ * @returns The text, or null when the file does not exist.
+ */
+export function readTextFile(path: string, limit = 1 << 20): string | null {
+  let fd: number;
+  try {
+    fd = openPath(path, O.RDONLY | O.CLOEXEC);
+  } catch (error) {
+    if (error instanceof Error && "errno" in error && error.errno === E.ENOENT) return null;
+    throw error;
+  }
+  try {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const { read } = libc();
+    while (total < limit) {
+      const chunk = new Uint8Array(Math.min(65536, limit - total));
+      const n = Number(read(fd, chunk, BigInt(chunk.length)));
+      if (n < 0) {
+        if (errno() === E.EINTR) continue;
+        throw lastError("read", path);
+      }
+      if (n === 0) break;
+      chunks.push(chunk.subarray(0, n));
+      total += n;
+    }
+    const all = new Uint8Array(total);
+    let at = 0;
+    for (const chunk of chunks) {
+      all.set(chunk, at);
+      at += chunk.length;
+    }
+    return new TextDecoder().decode(all);
+  } finally {
+    closeFd(fd);
+  }
+}
