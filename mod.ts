@@ -134,3 +134,16 @@ export {
   type PresenceState,
 } from "./sync/presence.ts";
 export { type IpcDirectory, type IpcDirectoryEntry, listIpcDirectory, readProcFile } from "./inspect.ts";
+export {
+  MAX_SEMAPHORE_NAME,
+  NamedSemaphore,
+  type NamedSemaphoreOptions,
+  type NamedSemaphoreWaitOptions,
+  SEM_VALUE_MAX,
+} from "./sync/named_semaphore.ts";
+export {
+  MAX_SHARED_MEMORY_NAME,
+  PosixSharedMemory,
+  type PosixSharedMemoryOptions,
+  type PosixSharedMemoryStat,
+} from "./memory/posix_shared_memory.ts";

@@ -1,0 +1,142 @@
+/**
+ * Names of POSIX IPC objects (named semaphores, shared memory objects) and
+ * where glibc keeps them: validation, the file under `/dev/shm` that backs a
+ * name, and permission errors that name the object's owner and mode.
+ *
+ * glibc (2.34 and later) maps `shm_open("/name")` to `/dev/shm/name` and
+ * `sem_open("/name")` to `/dev/shm/sem.name`. The file is only inspected
+ * (lstat) to explain failures and to check what a name refers to; every
+ * object is opened through the libc calls themselves.
+ *
+ * @module
+ */
+
+import { PermissionDeniedError } from "../errors.ts";
+import { lstatPath } from "./fd.ts";
+import { libc } from "./libc.ts";
+import type { FileStat } from "./structs.ts";
+
+/** The tmpfs directory glibc keeps POSIX semaphores and shared memory objects in. */
+export const SHM_DIRECTORY = "/dev/shm";
+
+/** What a name is checked for, and the longest part after the slash (bytes). */
+export interface PosixNameRule {
+  /** What the object is, starting messages (`"named semaphore"`). */
+  what: string;
+  /** Longest part after the leading slash, in UTF-8 bytes. */
+  max: number;
+  /** Why that is the limit, for the message. */
+  reason: string;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Checks a POSIX IPC name: one leading slash, then 1 to `rule.max` bytes of
+ * UTF-8 without another slash or a NUL, and neither `.` nor `..`.
+ *
+ * @param name The name.
+ * @param rule What the object is and its length limit.
+ * @returns The name, unchanged.
+ * @throws {TypeError} When the name is not such a string.
+ */
+export function checkPosixName(name: unknown, rule: PosixNameRule): string {
+  const { what, max, reason } = rule;
+  if (typeof name !== "string") {
+    throw new TypeError(`${what}: the name must be a string such as "/jobs", got ${typeof name}`);
+  }
+  if (!name.startsWith("/") || name.length < 2) {
+    throw new TypeError(`${what}: the name must be a slash followed by 1 to ${max} bytes, got "${name}"`);
+  }
+  const rest = name.slice(1);
+  if (rest.includes("/")) {
+    throw new TypeError(`${what}: the name may contain no slash after the first one, got "${name}"`);
+  }
+  if (rest.includes("\0")) throw new TypeError(`${what}: the name must not contain a NUL character`);
+  if (rest === "." || rest === "..") throw new TypeError(`${what}: the name may not be "/." or "/.."`);
+  const bytes = encoder.encode(rest).length;
+  if (bytes > max) {
+    throw new TypeError(
+      `${what}: the name has ${bytes} bytes after the slash; at most ${max} are allowed (${reason})`,
+    );
+  }
+  return name;
+}
+
+/**
+ * The file that backs a name under {@linkcode SHM_DIRECTORY}.
+ *
+ * @param name A checked name (`"/jobs"`).
+ * @param prefix `"sem."` for semaphores, `""` for shared memory.
+ * @returns The path, such as `/dev/shm/sem.jobs`.
+ */
+export function backingPath(name: string, prefix: string): string {
+  return `${SHM_DIRECTORY}/${prefix}${name.slice(1)}`;
+}
+
+/**
+ * lstat(2) of a backing file, or null when it does not exist or cannot be
+ * inspected (the checks that use it are then skipped).
+ *
+ * @param path The backing file.
+ * @returns Its stat, or null.
+ */
+export function inspect(path: string): FileStat | null {
+  try {
+    return lstatPath(path);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The same permission error, saying who owns the object, its mode, and who
+ * is asking (the owner is read from the backing file; without it the error
+ * is returned unchanged).
+ *
+ * @param error The error from the failed call.
+ * @param what What the object is, with its name (`"named semaphore /jobs"`).
+ * @param path Its backing file.
+ * @returns The error to throw.
+ */
+export function deniedWithFileOwner(
+  error: PermissionDeniedError,
+  what: string,
+  path: string,
+): PermissionDeniedError {
+  const owner = inspect(path);
+  if (owner === null) return error;
+  return new PermissionDeniedError(
+    `${error.message}: ${what} (${path}) belongs to uid ${owner.uid} (gid ${owner.gid}) with mode ` +
+      `0o${owner.permissions.toString(8).padStart(3, "0")}; this process runs as uid ${libc().geteuid()}`,
+    { errno: error.errno, code: error.code, syscall: error.syscall },
+  );
+}
+
+/** The identity of a backing file, to tell whether a name still refers to the same object. */
+export interface FileIdentity {
+  /** Device id. */
+  dev: bigint;
+  /** Inode number. */
+  ino: bigint;
+}
+
+/**
+ * Whether the name's backing file is still `identity`: `"same"`, `"other"`
+ * (the name now refers to another object), `"gone"` (no such name), or
+ * `"unknown"` (the directory cannot be inspected).
+ *
+ * @param path The backing file.
+ * @param identity What it was when opened.
+ * @returns The verdict.
+ */
+export function sameObject(path: string, identity: FileIdentity): "same" | "other" | "gone" | "unknown" {
+  let now: FileStat | null;
+  try {
+    now = lstatPath(path);
+  } catch {
+    return "unknown";
+  }
+  if (now === null) return "gone";
+  return now.dev === identity.dev && now.ino === identity.ino ? "same" : "other";
+}
