@@ -4,11 +4,14 @@
  * Typed messages between processes over Linux's own IPC mechanisms, all
  * reached through `Deno.dlopen` against libc, behind one {@linkcode Channel}
  * API. Transports so far: `pipe:` (anonymous pipes to a child started with
- * {@linkcode spawn}), `fifo:` (named pipes) and `sysv-mq:` (System V message
- * queues, with receive by type). System V semaphore sets and shared memory
- * segments are available as primitives ({@linkcode SysvSemaphoreSet},
- * {@linkcode SysvSharedMemory}), and request/reply over one typed queue as
- * `channel.request()` / `channel.serve()` with the {@linkcode rpc} codec.
+ * {@linkcode spawn}), `fifo:` (named pipes), `sysv-mq:` (System V message
+ * queues, with receive by type) and `posix-mq:` (POSIX message queues, with
+ * priorities). System V semaphore sets and shared memory segments, and POSIX
+ * named semaphores and shared memory objects, are available as primitives
+ * ({@linkcode SysvSemaphoreSet}, {@linkcode SysvSharedMemory},
+ * {@linkcode NamedSemaphore}, {@linkcode PosixSharedMemory}), and
+ * request/reply over one typed queue as `channel.request()` /
+ * `channel.serve()` with the {@linkcode rpc} codec.
  *
  * Permissions: `--allow-ffi`, plus `--allow-run` for {@linkcode spawn}.
  * Importing the module needs none: libc is loaded on first use.
@@ -147,3 +150,10 @@ export {
   type PosixSharedMemoryOptions,
   type PosixSharedMemoryStat,
 } from "./memory/posix_shared_memory.ts";
+export {
+  openPosixMessageQueue,
+  PosixMessageQueue,
+  type PosixMessageQueueInfo,
+  type PosixMessageQueueOptions,
+  type PosixMessageQueueStat,
+} from "./transports/posix_mq.ts";

@@ -8,6 +8,7 @@ import { Channel, type ChannelOptions } from "./channel.ts";
 import type { TransportFactory } from "./transport.ts";
 import { openFifo } from "./transports/fifo.ts";
 import { openPipe } from "./transports/pipe.ts";
+import { openPosixMessageQueue } from "./transports/posix_mq.ts";
 import { openSysvMessageQueue } from "./transports/sysv_mq.ts";
 
 /** Options of {@linkcode open}: the channel's, the common ones, and any transport's own. */
@@ -28,6 +29,7 @@ const registry = new Map<string, TransportFactory>([
   ["pipe", openPipe],
   ["fifo", openFifo],
   ["sysv-mq", openSysvMessageQueue],
+  ["posix-mq", openPosixMessageQueue],
 ]);
 
 /**

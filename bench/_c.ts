@@ -1,6 +1,6 @@
 /**
- * The C baseline: finds a compiler, builds bench/c/ipcbench.c into a
- * temporary directory, and runs it.
+ * The C baseline: finds a compiler, builds bench/c/ipcbench.c (and
+ * sysvbench.c, posixbench.c) into a temporary directory, and runs it.
  *
  * @module
  */
@@ -21,11 +21,12 @@ export interface ThroughputRun {
 
 /** A built C program, or why there is none. */
 export type CBuild =
-  | { ok: true; binary: string; sysvBinary: string; compiler: string }
+  | { ok: true; binary: string; sysvBinary: string; posixBinary: string; compiler: string }
   | { ok: false; reason: string };
 
 const SOURCE = new URL("./c/ipcbench.c", import.meta.url).pathname;
 const SYSV_SOURCE = new URL("./c/sysvbench.c", import.meta.url).pathname;
+const POSIX_SOURCE = new URL("./c/posixbench.c", import.meta.url).pathname;
 
 async function output(command: string, args: string[]): Promise<Deno.CommandOutput | null> {
   try {
@@ -51,15 +52,19 @@ export async function buildC(dir: string): Promise<CBuild> {
     if (version === null || !version.success) continue;
     const binary = `${dir}/ipcbench`;
     const sysvBinary = `${dir}/sysvbench`;
-    for (const [source, output_] of [[SOURCE, binary], [SYSV_SOURCE, sysvBinary]]) {
-      const build = await output(compiler, ["-O2", "-o", output_, source]);
+    const posixBinary = `${dir}/posixbench`;
+    const builds = [[SOURCE, binary, []], [SYSV_SOURCE, sysvBinary, []], [POSIX_SOURCE, posixBinary, [
+      "-lrt",
+    ]]] as const;
+    for (const [source, output_, libraries] of builds) {
+      const build = await output(compiler, ["-O2", "-o", output_, source, ...libraries]);
       if (build === null || !build.success) {
         const stderr = build ? new TextDecoder().decode(build.stderr).trim() : "";
         return { ok: false, reason: `${compiler} -O2 ${source} failed${stderr ? `:\n${stderr}` : ""}` };
       }
     }
     const name = new TextDecoder().decode(version.stdout).split("\n")[0].trim();
-    return { ok: true, binary, sysvBinary, compiler: `${compiler} (${name})` };
+    return { ok: true, binary, sysvBinary, posixBinary, compiler: `${compiler} (${name})` };
   }
   return { ok: false, reason: `no C compiler found (tried ${candidates.join(", ")})` };
 }
@@ -79,7 +84,7 @@ export const runningC: Set<Deno.ChildProcess> = new Set();
 export async function runC<M extends "rt" | "tp">(
   binary: string,
   options: {
-    mechanism: "pipe" | "fifo" | "sysv";
+    mechanism: "pipe" | "fifo" | "sysv" | "posix";
     mode: M;
     size: number;
     count: number;

@@ -16,6 +16,9 @@ import {
   CONSUMER,
   encodeFrame,
   FrameReader,
+  kindOf,
+  type KindTag,
+  kindTags,
   makePayload,
   readU32,
   T,
@@ -72,6 +75,7 @@ class ChannelEndpoint implements Endpoint {
   readonly #codec: "bytes" | "json";
   readonly #fast: boolean;
   readonly #stop: () => Promise<void>;
+  readonly #tag: KindTag;
   #closed: Promise<void> | undefined;
 
   constructor(
@@ -80,19 +84,21 @@ class ChannelEndpoint implements Endpoint {
     codec: "bytes" | "json",
     fast: boolean,
     stop: () => Promise<void>,
+    tag: KindTag = "type",
   ) {
     this.#tx = tx;
     this.#rx = rx;
     this.#codec = codec;
     this.#fast = fast;
     this.#stop = stop;
+    this.#tag = tag;
   }
 
   async roundTrips(count: number, size: number, seconds = 0): Promise<RoundTripRun> {
     const tx = this.#tx;
     const rx = this.#rx;
     const value = this.#codec === "json" ? JSON_64 : makePayload(size);
-    const echo = { type: T.ECHO };
+    const echo = kindTags(this.#tag, T.ECHO);
     const samples = new Float64Array(count);
     const end = performance.now() + seconds * 1000;
     let i = 0;
@@ -102,7 +108,7 @@ class ChannelEndpoint implements Endpoint {
       const reply = await rx.receiveMessage();
       const t1 = performance.now();
       samples[i++] = (t1 - t0) * 1000;
-      if (reply.type !== T.ECHO) throw new Error(`expected an echo, got type ${reply.type}`);
+      if (kindOf(this.#tag, reply) !== T.ECHO) throw new Error(`expected an echo, got type ${reply.type}`);
       if (seconds > 0 && i >= MIN_ROUND_TRIPS && t1 >= end) break;
     }
     return summarize(samples.subarray(0, i));
@@ -112,8 +118,11 @@ class ChannelEndpoint implements Endpoint {
     if (this.#codec !== "bytes") throw new Error("throughput is measured with the bytes codec");
     const tx = this.#tx;
     const payload = makePayload(size);
-    const data = { type: T.DATA };
-    await tx.send(u32s(count, this.#fast ? CONSUMER.BATCH : CONSUMER.AWAIT_RECEIVE), { type: T.BEGIN });
+    const data = kindTags(this.#tag, T.DATA);
+    await tx.send(
+      u32s(count, this.#fast ? CONSUMER.BATCH : CONSUMER.AWAIT_RECEIVE),
+      kindTags(this.#tag, T.BEGIN),
+    );
     const batch: Uint8Array[] = new Array(BATCH).fill(payload);
     const t0 = performance.now();
     if (this.#fast) {
@@ -125,7 +134,7 @@ class ChannelEndpoint implements Endpoint {
     }
     const done = await this.#rx.receiveMessage();
     const seconds = (performance.now() - t0) / 1000;
-    if (done.type !== T.DONE || readU32(done.value as Uint8Array) !== count) {
+    if (kindOf(this.#tag, done) !== T.DONE || readU32(done.value as Uint8Array) !== count) {
       throw new Error(`expected DONE ${count}, got type ${done.type}`);
     }
     return { seconds, count };
@@ -251,6 +260,54 @@ export async function ipcbusSysv(spin?: number): Promise<Endpoint> {
     await c.stdin.close().catch(() => {});
     await settleChild(c.status, () => killQuietly(c));
   });
+}
+
+/**
+ * ipcbus `posix-mq:`: two POSIX queues with the system's default sizes (one
+ * each way, random names), served by `echo_child.ts posix <down> <up>`
+ * started with `Deno.Command`. A POSIX queue has no types: the message's
+ * priority says what it is (see `_frames.ts`).
+ *
+ * @param spin The `spin` option of both ends (undefined: the library's default).
+ * @returns The endpoint.
+ */
+export async function ipcbusPosix(spin?: number): Promise<Endpoint> {
+  const name = `/ipcbus-bench-${crypto.randomUUID().slice(0, 8)}`;
+  const options = { create: true, exclusive: true, codec: bytes as never, spin };
+  const tx = await open<unknown>(`posix-mq:${name}-down`, options);
+  let rx: Channel<unknown> | undefined;
+  let child: Deno.ChildProcess | undefined;
+  try {
+    rx = await open<unknown>(`posix-mq:${name}-up`, options);
+    child = new Deno.Command(Deno.execPath(), {
+      args: [...CHILD_FLAGS, CHILD, "posix", tx.info.address, rx.info.address, ...spinArgs(spin)],
+      stdin: "piped", // never written: the child exits when it closes (when this process dies)
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+  } catch (error) {
+    tx.close();
+    rx?.close();
+    await Promise.allSettled([tx.unlink(), rx?.unlink()]);
+    throw error;
+  }
+  const [r, c] = [rx, child];
+  return new ChannelEndpoint(tx, r, "bytes", true, async () => {
+    // Removing a POSIX queue's name does not wake its waiters: ask the child to quit.
+    const quit = kindTags("priority", T.QUIT);
+    try {
+      if (!tx.trySend(new Uint8Array(0), quit)) {
+        await tx.send(new Uint8Array(0), { ...quit, signal: AbortSignal.timeout(500) });
+      }
+    } catch {
+      // The child is gone or stuck: it is killed below.
+    }
+    tx.close();
+    r.close();
+    await c.stdin.close().catch(() => {});
+    await settleChild(c.status, () => killQuietly(c));
+    await Promise.allSettled([tx.unlink(), r.unlink()]);
+  }, "priority");
 }
 
 /** Plain frames over a byte stream (stdio or a socket). */

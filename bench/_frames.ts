@@ -15,6 +15,11 @@
  * - `DONE` (4): consumer to producer, payload u32 count.
  * - `QUIT` (5): the peer exits (a FIFO reader never sees the end of the stream).
  *
+ * A POSIX message queue carries no type: over `posix-mq:` (and in
+ * bench/c/posixbench.c) a message's priority says what it is, by
+ * {@linkcode PRIORITY_OF} (see {@linkcode kindTags} and {@linkcode kindOf}).
+ * `BEGIN` outranks `DATA`, so it is taken first although both are queued.
+ *
  * @module
  */
 
@@ -23,6 +28,43 @@ export const HEADER_SIZE = 12;
 
 /** Message types of the benchmark protocol. */
 export const T = { ECHO: 1, BEGIN: 2, DATA: 3, DONE: 4, QUIT: 5 } as const;
+
+/** The priority standing for each message type over a POSIX queue (which has no types). */
+export const PRIORITY_OF: Readonly<Record<number, number>> = {
+  [T.DATA]: 0,
+  [T.ECHO]: 1,
+  [T.BEGIN]: 2,
+  [T.DONE]: 3,
+  [T.QUIT]: 4,
+};
+
+/** The message type each priority stands for over a POSIX queue (the inverse of {@linkcode PRIORITY_OF}). */
+const TYPE_OF_PRIORITY: readonly number[] = [T.DATA, T.ECHO, T.BEGIN, T.DONE, T.QUIT];
+
+/** How a message's kind travels over an ipcbus channel: as its type, or as its priority (`posix-mq:`). */
+export type KindTag = "type" | "priority";
+
+/**
+ * The send options that carry a message type.
+ *
+ * @param tag How kinds travel.
+ * @param kind One of {@linkcode T}.
+ * @returns `{ type }` or `{ priority }`.
+ */
+export function kindTags(tag: KindTag, kind: number): { type?: number; priority?: number } {
+  return tag === "type" ? { type: kind } : { priority: PRIORITY_OF[kind] };
+}
+
+/**
+ * The message type of a received message.
+ *
+ * @param tag How kinds travel.
+ * @param message Its tags.
+ * @returns One of {@linkcode T} (-1 for an unknown priority).
+ */
+export function kindOf(tag: KindTag, message: { type: number; priority: number }): number {
+  return tag === "type" ? message.type : TYPE_OF_PRIORITY[message.priority] ?? -1;
+}
 
 /** How an ipcbus consumer receives (sent in `BEGIN`): `receiveBatch`, or one `receiveMessage` per message. */
 export const CONSUMER = { BATCH: 0, AWAIT_RECEIVE: 1 } as const;

@@ -2,13 +2,16 @@
  * ipcbus benchmark: `deno task bench [--quick] [--runs N] [--out PATH] [FILTER...]`.
  *
  * Measures, side by side in one run, a 64-byte round trip (p50, p99) and
- * one-way throughput at 64 B and 64 KiB for
+ * one-way throughput at 64 B and 64 KiB (8 KiB for `posix-mq:`, whose
+ * messages are at most 8 KiB by default) for
  *
  * - ipcbus `pipe:` (`spawn()` + `pipe:parent`, bytes codec; also the json
  *   codec for the round trip, and plain `await send/receive` for throughput),
  * - ipcbus `fifo:` (two FIFOs, `writers: "single"`),
- * - the same mechanisms in C (bench/c/ipcbench.c, built with `cc -O2` into a
- *   temporary directory): blocking descriptors, and spinning like ipcbus,
+ * - ipcbus `sysv-mq:` and `posix-mq:` (two queues, one each way),
+ * - the same mechanisms in C (bench/c/ipcbench.c, sysvbench.c, posixbench.c,
+ *   built with `cc -O2` into a temporary directory): blocking calls, and
+ *   spinning like ipcbus,
  * - `Deno.Command` piped stdio and a Deno Unix socket.
  *
  * Every figure is the median of several repetitions (5; 1 with `--quick`),
@@ -18,7 +21,7 @@
  *
  * Filters select targets by id or by a dash-separated part of an id:
  * `pipe` (pipe, pipe-await, pipe-json, c-pipe, c-pipe-spin), `fifo`, `c`,
- * `spin`, `stdio`, `unix`, `json`, `await`.
+ * `sysv`, `posix`, `spin`, `stdio`, `unix`, `json`, `await`.
  *
  * @module
  */
@@ -30,17 +33,21 @@ import {
   type Endpoint,
   ipcbusFifo,
   ipcbusPipe,
+  ipcbusPosix,
   ipcbusSysv,
 } from "./_endpoints.ts";
 import { clampInt, fmt, median, spread } from "./_stats.ts";
 
 // ---- options -------------------------------------------------------------
 
-type MetricId = "rt" | "tp64" | "tp64k";
+type MetricId = "rt" | "tp64" | "tp8k" | "tp64k";
 /** ipcbus's default spin budget in µs (documented `spin` option default). */
 const DEFAULT_SPIN = 100;
-const METRICS: readonly MetricId[] = ["rt", "tp64", "tp64k"];
-const SIZE: Record<MetricId, number> = { rt: 64, tp64: 64, tp64k: 64 * 1024 };
+const METRICS: readonly MetricId[] = ["rt", "tp64", "tp8k", "tp64k"];
+/** The metrics most targets measure (8 KiB is for `posix-mq:`, whose default message size is 8 KiB). */
+const COMMON_METRICS: readonly MetricId[] = ["rt", "tp64", "tp64k"];
+const SIZE: Record<MetricId, number> = { rt: 64, tp64: 64, tp8k: 8 * 1024, tp64k: 64 * 1024 };
+const SIZE_LABEL: Record<Exclude<MetricId, "rt">, string> = { tp64: "64 B", tp8k: "8 KiB", tp64k: "64 KiB" };
 
 interface Plan {
   reps: number;
@@ -59,7 +66,7 @@ const USAGE = `usage: deno task bench [--quick] [--runs N] [--spin µs] [--out P
   --runs N    repetitions per measurement (default 5; the median is reported)
   --spin µs   the ipcbus \`spin\` option for both ends (default: the library's own, 100 µs)
   --out PATH  where to write the JSON results (default bench/results/latest.json)
-  FILTER      target ids, or parts of them: pipe, fifo, c, spin, stdio, unix, json, await`;
+  FILTER      target ids, or parts of them: pipe, fifo, sysv, posix, c, spin, stdio, unix, json, await`;
 
 interface Args {
   quick: boolean;
@@ -110,13 +117,14 @@ function usage(message: string): never {
 
 type Run = RoundTripRun | ThroughputRun;
 
-type Mechanism = "pipe" | "fifo" | "sysv";
+type Mechanism = "pipe" | "fifo" | "sysv" | "posix";
 
-/** The foundation's and the System V issue's targets, per mechanism (ratios to blocking C). */
+/** The foundation's, the System V and the POSIX issues' targets, per mechanism (ratios to blocking C). */
 const GOALS: Record<Mechanism, { rt: number; tp: readonly (readonly [MetricId, number, string])[] }> = {
   pipe: { rt: 1.5, tp: [["tp64", 0.6, "64 B"], ["tp64k", 0.8, "64 KiB"]] },
   fifo: { rt: 1.5, tp: [["tp64", 0.6, "64 B"], ["tp64k", 0.8, "64 KiB"]] },
   sysv: { rt: 1.3, tp: [["tp64", 0.7, "64 B"]] },
+  posix: { rt: 1.3, tp: [["tp64", 0.7, "64 B"]] },
 };
 
 /** Runs repetitions of one metric. */
@@ -167,7 +175,7 @@ function cRunner(mechanism: Mechanism, spinning: boolean): TargetDef["start"] {
     if (!c.ok) return Promise.reject(new Skip(c.reason));
     return Promise.resolve({
       runs: (metric, count, reps, seconds) =>
-        runC(mechanism === "sysv" ? c.sysvBinary : c.binary, {
+        runC(mechanism === "sysv" ? c.sysvBinary : mechanism === "posix" ? c.posixBinary : c.binary, {
           mechanism,
           mode: metric === "rt" ? "rt" : "tp",
           size: SIZE[metric],
@@ -189,7 +197,7 @@ const TARGETS: readonly TargetDef[] = [
     label: "ipcbus pipe: (bytes, sendBatch/receiveBatch)",
     kind: "ipcbus",
     mechanism: "pipe",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: ({ plan, spin }) => Promise.resolve(endpointRunner(ipcbusPipe("bytes", true, spin), plan)),
   },
   {
@@ -213,7 +221,7 @@ const TARGETS: readonly TargetDef[] = [
     label: "ipcbus fifo: (bytes, single writer)",
     kind: "ipcbus",
     mechanism: "fifo",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: async ({ dir, plan, spin }) => endpointRunner(await ipcbusFifo(dir, spin), plan),
   },
   {
@@ -225,11 +233,19 @@ const TARGETS: readonly TargetDef[] = [
     start: async ({ plan, spin }) => endpointRunner(await ipcbusSysv(spin), plan),
   },
   {
+    id: "posix",
+    label: "ipcbus posix-mq: (bytes, two queues)",
+    kind: "ipcbus",
+    mechanism: "posix",
+    metrics: ["rt", "tp64", "tp8k"],
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusPosix(spin), plan),
+  },
+  {
     id: "c-pipe",
     label: "C pipe (blocking)",
     kind: "c",
     mechanism: "pipe",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: cRunner("pipe", false),
   },
   {
@@ -237,7 +253,7 @@ const TARGETS: readonly TargetDef[] = [
     label: "C fifo (blocking)",
     kind: "c",
     mechanism: "fifo",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: cRunner("fifo", false),
   },
   {
@@ -245,7 +261,7 @@ const TARGETS: readonly TargetDef[] = [
     label: "C pipe (non-blocking, spin SPIN µs)",
     kind: "c",
     mechanism: "pipe",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: cRunner("pipe", true),
   },
   {
@@ -253,7 +269,7 @@ const TARGETS: readonly TargetDef[] = [
     label: "C fifo (non-blocking, spin SPIN µs)",
     kind: "c",
     mechanism: "fifo",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: cRunner("fifo", true),
   },
   {
@@ -273,17 +289,33 @@ const TARGETS: readonly TargetDef[] = [
     start: cRunner("sysv", true),
   },
   {
+    id: "c-posix",
+    label: "C posix mq_send/mq_receive (blocking)",
+    kind: "c",
+    mechanism: "posix",
+    metrics: ["rt", "tp64", "tp8k"],
+    start: cRunner("posix", false),
+  },
+  {
+    id: "c-posix-spin",
+    label: "C posix mq_send/mq_receive (O_NONBLOCK, spin SPIN µs)",
+    kind: "c",
+    mechanism: "posix",
+    metrics: ["rt", "tp64", "tp8k"],
+    start: cRunner("posix", true),
+  },
+  {
     id: "stdio",
     label: "Deno.Command piped stdio",
     kind: "deno",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: ({ plan }) => Promise.resolve(endpointRunner(denoStdio(), plan)),
   },
   {
     id: "unix",
     label: "Deno Unix socket",
     kind: "deno",
-    metrics: METRICS,
+    metrics: COMMON_METRICS,
     start: async ({ dir, plan }) => endpointRunner(await denoUnixSocket(dir), plan),
   },
 ];
@@ -394,6 +426,7 @@ function describe(metric: MetricId, result: MetricResult): string {
 const METRIC_NAME: Record<MetricId, string> = {
   rt: "64 B round trip",
   tp64: "64 B one-way",
+  tp8k: "8 KiB one-way",
   tp64k: "64 KiB one-way",
 };
 
@@ -554,11 +587,11 @@ function comparisons(results: Map<string, TargetResult>): { lines: string[]; jso
         entries[`rtP99_vs_${baseline}`] = a.p99 / b.p99;
         bits.push(`rt p50 = ${times(a.p50 / b.p50)} ${name}`, `rt p99 = ${times(a.p99 / b.p99)} ${name}`);
       }
-      for (const metric of ["tp64", "tp64k"] as const) {
+      for (const metric of ["tp64", "tp8k", "tp64k"] as const) {
         const x = rate(results, row.id, metric), y = rate(results, baseline, metric);
         if (x && y) {
           entries[`${metric}_vs_${baseline}`] = x / y;
-          bits.push(`${metric === "tp64" ? "64 B" : "64 KiB"} throughput = ${percent(x / y)} of ${name}`);
+          bits.push(`${SIZE_LABEL[metric]} throughput = ${percent(x / y)} of ${name}`);
         }
       }
       if (bits.length) parts.push(`  vs ${base.label}: ${bits.join(" · ")}`);
@@ -572,11 +605,11 @@ function comparisons(results: Map<string, TargetResult>): { lines: string[]; jso
         entries[`rtSpeedup_vs_${baseline}`] = speedup;
         bits.push(speedup >= 1 ? `RT ${times(speedup)} faster` : `RT ${times(1 / speedup)} slower`);
       }
-      for (const metric of ["tp64", "tp64k"] as const) {
+      for (const metric of ["tp64", "tp8k", "tp64k"] as const) {
         const x = rate(results, row.id, metric), y = rate(results, baseline, metric);
         if (x && y) {
           entries[`${metric}_vs_${baseline}`] = x / y;
-          bits.push(`${metric === "tp64" ? "64 B" : "64 KiB"} throughput = ${times(x / y)}`);
+          bits.push(`${SIZE_LABEL[metric]} throughput = ${times(x / y)}`);
         }
       }
       if (bits.length) parts.push(`  vs ${name}: ${bits.join(" · ")}`);
@@ -589,7 +622,7 @@ function comparisons(results: Map<string, TargetResult>): { lines: string[]; jso
 
 function goals(results: Map<string, TargetResult>): Goal[] {
   const list: Goal[] = [];
-  for (const mechanism of ["pipe", "fifo", "sysv"] as const) {
+  for (const mechanism of ["pipe", "fifo", "sysv", "posix"] as const) {
     const id = mechanism;
     const limits = GOALS[mechanism];
     if (results.get(id)?.status !== "ok") continue;
@@ -639,7 +672,8 @@ function goals(results: Map<string, TargetResult>): Goal[] {
       );
     }
     const s = rt(results, "stdio");
-    if (mechanism === "sysv") continue; // the stdio goal belongs to the byte-stream transports
+    // The stdio goal belongs to the byte-stream transports.
+    if (mechanism === "sysv" || mechanism === "posix") continue;
     add(
       {
         name: `${mechanism}: round trip at least 3× faster than Deno.Command stdio`,
@@ -674,16 +708,19 @@ function resultsTable(results: TargetResult[]): string {
     "rt p99 µs",
     "64 B msg/s",
     "64 B MB/s",
+    "8 KiB msg/s",
+    "8 KiB MB/s",
     "64 KiB msg/s",
     "64 KiB MB/s",
   ]];
   for (const result of results) {
     if (result.status !== "ok") {
-      rows.push([result.label, result.status, "", "", "", "", ""]);
+      rows.push([result.label, result.status, "", "", "", "", "", "", ""]);
       continue;
     }
     const r = result.metrics.rt?.median as RoundTripSummary | undefined;
     const t64 = result.metrics.tp64?.median as ThroughputSummary | undefined;
+    const t8k = result.metrics.tp8k?.median as ThroughputSummary | undefined;
     const t64k = result.metrics.tp64k?.median as ThroughputSummary | undefined;
     rows.push([
       result.label,
@@ -691,6 +728,8 @@ function resultsTable(results: TargetResult[]): string {
       fmt(r?.p99 ?? NaN),
       fmt(t64?.messagesPerSecond ?? NaN),
       fmt(t64?.megabytesPerSecond ?? NaN),
+      fmt(t8k?.messagesPerSecond ?? NaN),
+      fmt(t8k?.megabytesPerSecond ?? NaN),
       fmt(t64k?.messagesPerSecond ?? NaN),
       fmt(t64k?.megabytesPerSecond ?? NaN),
     ]);
@@ -733,15 +772,15 @@ async function main(): Promise<number> {
     ? {
       reps: args.runs ?? 1,
       seconds: 0.03,
-      probe: { rt: 200, tp64: 2_000, tp64k: 50 },
-      max: { rt: 5_000, tp64: 200_000, tp64k: 5_000 },
+      probe: { rt: 200, tp64: 2_000, tp8k: 200, tp64k: 50 },
+      max: { rt: 5_000, tp64: 200_000, tp8k: 20_000, tp64k: 5_000 },
       timeoutMs: 30_000,
     }
     : {
       reps: args.runs ?? 5,
       seconds: 0.4,
-      probe: { rt: 2_000, tp64: 20_000, tp64k: 400 },
-      max: { rt: 200_000, tp64: 5_000_000, tp64k: 200_000 },
+      probe: { rt: 2_000, tp64: 20_000, tp8k: 2_000, tp64k: 400 },
+      max: { rt: 200_000, tp64: 5_000_000, tp8k: 1_000_000, tp64k: 200_000 },
       timeoutMs: 60_000,
     };
   let out = args.out ??

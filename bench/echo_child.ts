@@ -5,6 +5,8 @@
  * - `pipe bytes|json [--spin=µs]`: ipcbus `pipe:parent` (started by ipcbus `spawn()`)
  * - `fifo DOWN UP [--spin=µs]`: ipcbus `fifo:` channels, reading DOWN and writing UP
  * - `sysv DOWN UP [--spin=µs]`: ipcbus `sysv-mq:` queues (addresses), reading DOWN and writing UP
+ * - `posix DOWN UP [--spin=µs]`: ipcbus `posix-mq:` queues (addresses), reading DOWN and writing UP;
+ *   the priority carries the message type (see `_frames.ts`)
  * - `stdio`: plain `Deno.stdin` / `Deno.stdout` (started by `Deno.Command`)
  * - `unix PATH`: a plain Deno Unix socket connection to PATH
  *
@@ -15,13 +17,30 @@
  */
 
 import { bytes, type Channel, ChannelClosedError, json, open } from "../mod.ts";
-import { BATCH, CONSUMER, encodeFrame, FrameReader, readU32, T, u32s, writeAll } from "./_frames.ts";
+import {
+  BATCH,
+  CONSUMER,
+  encodeFrame,
+  FrameReader,
+  kindOf,
+  type KindTag,
+  kindTags,
+  readU32,
+  T,
+  u32s,
+  writeAll,
+} from "./_frames.ts";
 
-type Received = { value: unknown; type: number };
+type Received = { value: unknown; type: number; priority: number };
 
-async function serveChannel(rx: Channel<unknown>, tx: Channel<unknown>, codec: "bytes" | "json") {
-  const echo = { type: T.ECHO };
-  const done = { type: T.DONE };
+async function serveChannel(
+  rx: Channel<unknown>,
+  tx: Channel<unknown>,
+  codec: "bytes" | "json",
+  tag: KindTag = "type",
+) {
+  const echo = kindTags(tag, T.ECHO);
+  const done = kindTags(tag, T.DONE);
   let target = 0;
   let count = 0;
   let batched = false; // CONSUMER.BATCH: receiveBatch, else one receiveMessage per message
@@ -34,7 +53,7 @@ async function serveChannel(rx: Channel<unknown>, tx: Channel<unknown>, codec: "
       throw error;
     }
     for (const message of messages) {
-      switch (message.type) {
+      switch (kindOf(tag, message)) {
         case T.ECHO:
           await tx.send(message.value, echo);
           break;
@@ -54,7 +73,7 @@ async function serveChannel(rx: Channel<unknown>, tx: Channel<unknown>, codec: "
         case T.QUIT:
           return;
         default:
-          throw new Error(`unexpected message type ${message.type}`);
+          throw new Error(`unexpected message type ${message.type} (priority ${message.priority})`);
       }
     }
   }
@@ -127,6 +146,20 @@ switch (mode) {
     await serveChannel(rx, tx, "bytes");
     break;
   }
+  case "posix": {
+    // Removing a POSIX queue's name does not end a receive: the parent sends
+    // QUIT, and its end of our stdin covers a parent that died first.
+    (async () => {
+      const buffer = new Uint8Array(16);
+      while (await Deno.stdin.read(buffer) !== null);
+      Deno.exit(0);
+    })();
+    const [down, up] = rest;
+    using rx = await open<unknown>(down, { codec: bytes as never, spin });
+    using tx = await open<unknown>(up, { codec: bytes as never, spin });
+    await serveChannel(rx, tx, "bytes", "priority");
+    break;
+  }
   case "stdio":
     await serveRaw(new FrameReader((buffer) => Deno.stdin.read(buffer)), (b) => Deno.stdout.write(b));
     break;
@@ -136,6 +169,6 @@ switch (mode) {
     break;
   }
   default:
-    console.error(`echo_child.ts: unknown mode "${mode}" (pipe, fifo, sysv, stdio or unix)`);
+    console.error(`echo_child.ts: unknown mode "${mode}" (pipe, fifo, sysv, posix, stdio or unix)`);
     Deno.exit(2);
 }

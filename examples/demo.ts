@@ -8,7 +8,7 @@
  */
 
 import { type Channel, type ChildProcess, open, spawn } from "../mod.ts";
-import { type DemoMessage, Kind, type PayloadOf, type Probe } from "./demo_protocol.ts";
+import { type DemoMessage, Kind, kindOf, type PayloadOf, type Probe, tagsOf } from "./demo_protocol.ts";
 
 const ROUND_TRIPS = 2_000;
 const WARM_UP = 200;
@@ -27,13 +27,14 @@ interface Row {
 /** Receives the next message and checks that it has the expected type tag. */
 async function expect<K extends Kind>(channel: Channel<DemoMessage>, kind: K): Promise<PayloadOf[K]> {
   const message = await channel.receiveMessage({ signal: AbortSignal.timeout(10_000) });
-  if (message.type !== kind) throw new Error(`expected message type ${kind}, got ${message.type}`);
+  const got = kindOf(channel, message);
+  if (got !== kind) throw new Error(`expected message kind ${kind}, got ${got}`);
   return message.value as PayloadOf[K];
 }
 
 /** Sends a message whose payload matches its type tag. */
 function post<K extends Kind>(channel: Channel<DemoMessage>, kind: K, payload: PayloadOf[K]): Promise<void> {
-  return channel.send(payload, { type: kind });
+  return channel.send(payload, tagsOf(channel, kind));
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -111,7 +112,10 @@ try {
   // Two private System V queues, one each way; the child opens them by id.
   made.push(await open<DemoMessage>("sysv-mq:private", { create: true }));
   made.push(await open<DemoMessage>("sysv-mq:private", { create: true }));
-  const [toChild, fromChild, queueToChild, queueFromChild] = made;
+  // Two POSIX queues, one each way (they carry no types: priorities say what a message is).
+  made.push(await open<DemoMessage>(`posix-mq:/${name}-down`, { create: true, exclusive: true }));
+  made.push(await open<DemoMessage>(`posix-mq:/${name}-up`, { create: true, exclusive: true }));
+  const [toChild, fromChild, queueToChild, queueFromChild, posixToChild, posixFromChild] = made;
 
   const childScript = new URL("./demo_child.ts", import.meta.url).pathname;
   ({ channel: pipe, child } = spawn<DemoMessage>(Deno.execPath(), {
@@ -123,6 +127,8 @@ try {
       fromChildPath,
       queueToChild.info.address,
       queueFromChild.info.address,
+      posixToChild.info.address,
+      posixFromChild.info.address,
     ],
   }));
   const { pid } = await expect(pipe, Kind.Ready);
@@ -135,6 +141,7 @@ try {
     await measure("pipe: (spawn)", pipe, pipe),
     await measure("fifo: (two FIFOs)", toChild, fromChild),
     await measure("sysv-mq: (two queues)", queueToChild, queueFromChild),
+    await measure("posix-mq: (two queues)", posixToChild, posixFromChild),
   ];
   printTable(rows);
 
