@@ -372,6 +372,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const { frames, type, priority } = this.#prepareBatch(values, options);
     if (frames.length === 0) return;
     const signal = this.#signal(options.signal);
+    const transport = this.#transport;
+    if (transport.sendBatch) {
+      if (this.#sends.length === 0) {
+        const pending = transport.sendBatch(frames, type, priority, signal);
+        if (pending === undefined) return;
+        return await this.#sends.run(signal, () => this.#settle(pending, options.signal));
+      }
+      return await this.#sends.run(signal, async () => {
+        const pending = transport.sendBatch!(frames, type, priority, signal);
+        if (pending !== undefined) await this.#settle(pending, options.signal);
+      });
+    }
     let sent = 0;
     if (this.#sends.length === 0) {
       sent = this.#trySendFrames(frames, type, priority);

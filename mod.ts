@@ -5,12 +5,14 @@
  * reached through `Deno.dlopen` against libc, behind one {@linkcode Channel}
  * API. Transports so far: `pipe:` (anonymous pipes to a child started with
  * {@linkcode spawn}), `fifo:` (named pipes), `sysv-mq:` (System V message
- * queues, with receive by type) and `posix-mq:` (POSIX message queues, with
- * priorities). System V semaphore sets and shared memory segments, and POSIX
- * named semaphores and shared memory objects, are available as primitives
- * ({@linkcode SysvSemaphoreSet}, {@linkcode SysvSharedMemory},
- * {@linkcode NamedSemaphore}, {@linkcode PosixSharedMemory}), and
- * request/reply over one typed queue as `channel.request()` /
+ * queues, with receive by type), `posix-mq:` (POSIX message queues, with
+ * priorities) and `file:` (a durable, replayable log in a mapped file).
+ * System V semaphore sets and shared memory segments, POSIX named
+ * semaphores and shared memory objects, fcntl record locks and mapped files
+ * are available as primitives ({@linkcode SysvSemaphoreSet},
+ * {@linkcode SysvSharedMemory}, {@linkcode NamedSemaphore},
+ * {@linkcode PosixSharedMemory}, {@linkcode FileLock}, {@linkcode MappedFile}),
+ * and request/reply over one typed queue as `channel.request()` /
  * `channel.serve()` with the {@linkcode rpc} codec.
  *
  * Permissions: `--allow-ffi`, plus `--allow-run` for {@linkcode spawn}.
@@ -157,3 +159,33 @@ export {
   type PosixMessageQueueOptions,
   type PosixMessageQueueStat,
 } from "./transports/posix_mq.ts";
+export {
+  FileLock,
+  type FileLockFdOptions,
+  type FileLockKind,
+  type FileLockOptions,
+  HeldLock,
+  type LockHolder,
+  type LockOptions,
+  type LockRange,
+} from "./sync/file_lock.ts";
+export {
+  MappedFile,
+  type MappedFileFlushOptions,
+  type MappedFileOptions,
+  type MappedFileSyncOptions,
+  type MappedFileWaitOptions,
+} from "./memory/mapped_file.ts";
+export {
+  type Durability,
+  type LogLoss,
+  type LogReaderInfo,
+  type LogStart,
+  MappedFileLog,
+  type MappedFileLogInfo,
+  type MappedFileLogOptions,
+  type MappedFileLogStats,
+  MessagesLostError,
+  openMappedFileLog,
+  type RecoveryReport,
+} from "./transports/mapped_file_log.ts";

@@ -7,6 +7,7 @@
 import { Channel, type ChannelOptions } from "./channel.ts";
 import type { TransportFactory } from "./transport.ts";
 import { openFifo } from "./transports/fifo.ts";
+import { openMappedFileLog } from "./transports/mapped_file_log.ts";
 import { openPipe } from "./transports/pipe.ts";
 import { openPosixMessageQueue } from "./transports/posix_mq.ts";
 import { openSysvMessageQueue } from "./transports/sysv_mq.ts";
@@ -30,6 +31,7 @@ const registry = new Map<string, TransportFactory>([
   ["fifo", openFifo],
   ["sysv-mq", openSysvMessageQueue],
   ["posix-mq", openPosixMessageQueue],
+  ["file", openMappedFileLog],
 ]);
 
 /**

@@ -136,6 +136,20 @@ export interface Transport {
    */
   trySendBatch?(frames: readonly Uint8Array[], type: number, priority: number): number;
   /**
+   * Optional: sends every frame in order, waiting for room (and for whatever
+   * else a resolved send promises on this transport, such as a sync) as
+   * `send` does. Without it the channel drives `trySendBatch`/`trySend` and
+   * `send` itself.
+   *
+   * @returns `undefined` when all were sent at once, else a promise that settles when they have been.
+   */
+  sendBatch?(
+    frames: readonly Uint8Array[],
+    type: number,
+    priority: number,
+    signal: AbortSignal,
+  ): Promise<void> | undefined;
+  /**
    * Optional: receives up to `max` frames without waiting, handing each to
    * `sink` (its `data` is valid only during that call). If `sink` throws, the
    * frame counts as received, nothing more is taken, and the error

@@ -37,6 +37,7 @@ import {
   ipcbusSysv,
 } from "./_endpoints.ts";
 import { clampInt, fmt, median, spread } from "./_stats.ts";
+import { fileLogBench } from "./_file_log.ts";
 
 // ---- options -------------------------------------------------------------
 
@@ -882,4 +883,5 @@ async function main(): Promise<number> {
   }
 }
 
-Deno.exitCode = await main();
+// `deno task bench file [--quick]`: the file: log benchmark, which measures other things (bench/_file_log.ts).
+Deno.exitCode = Deno.args.includes("file") ? await fileLogBench(Deno.args) : await main();

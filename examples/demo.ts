@@ -115,6 +115,12 @@ try {
   // Two POSIX queues, one each way (they carry no types: priorities say what a message is).
   made.push(await open<DemoMessage>(`posix-mq:/${name}-down`, { create: true, exclusive: true }));
   made.push(await open<DemoMessage>(`posix-mq:/${name}-up`, { create: true, exclusive: true }));
+  // Two file: logs, one each way (mapped files: the child reads one from its start and appends to the other).
+  const log = { create: true, exclusive: true, maxSize: 16 << 20 };
+  const fileToChild = await open<DemoMessage>(`file:${directory}/${name}-down.bus`, log);
+  made.push(fileToChild);
+  const fileFromChild = await open<DemoMessage>(`file:${directory}/${name}-up.bus`, log);
+  made.push(fileFromChild);
   const [toChild, fromChild, queueToChild, queueFromChild, posixToChild, posixFromChild] = made;
 
   const childScript = new URL("./demo_child.ts", import.meta.url).pathname;
@@ -129,6 +135,8 @@ try {
       queueFromChild.info.address,
       posixToChild.info.address,
       posixFromChild.info.address,
+      fileToChild.info.address,
+      fileFromChild.info.address,
     ],
   }));
   const { pid } = await expect(pipe, Kind.Ready);
@@ -142,6 +150,7 @@ try {
     await measure("fifo: (two FIFOs)", toChild, fromChild),
     await measure("sysv-mq: (two queues)", queueToChild, queueFromChild),
     await measure("posix-mq: (two queues)", posixToChild, posixFromChild),
+    await measure("file: (two logs)", fileToChild, fileFromChild),
   ];
   printTable(rows);
 

@@ -298,3 +298,20 @@ Deno.test("close() settles a waiting receiveBatch with ChannelClosedError", asyn
   p.right.close();
   await assert.rejects(pending, ChannelClosedError);
 });
+
+Deno.test("a transport's own sendBatch is used when present, and awaited", async () => {
+  class Waiting extends Batching {
+    calls = 0;
+    sendBatch(frames: readonly Uint8Array[], type: number): Promise<void> {
+      this.calls++;
+      for (const frame of frames) this.trySend(frame, type);
+      return new Promise((resolve) => setTimeout(resolve, 0)); // e.g. a sync the send waits for
+    }
+  }
+  const transport = new Waiting();
+  using t = new Channel<number>(transport);
+  await t.sendBatch([1, 2, 3]);
+  await Promise.all([t.sendBatch([4]), t.sendBatch([5, 6])]);
+  assert.equal(transport.calls, 3);
+  assert.deepEqual((await t.receiveBatch(10)).map((m) => m.value), [1, 2, 3, 4, 5, 6]);
+});
