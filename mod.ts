@@ -189,3 +189,12 @@ export {
   openMappedFileLog,
   type RecoveryReport,
 } from "./transports/mapped_file_log.ts";
+export { inspectShmRing, openShmRing, ShmRing } from "./transports/shm_ring.ts";
+export type {
+  ShmRingInfo,
+  ShmRingMode,
+  ShmRingOptions,
+  ShmRingOverflow,
+  ShmRingStat,
+  ShmRingUser,
+} from "./transports/shm_ring.ts";

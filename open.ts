@@ -10,6 +10,7 @@ import { openFifo } from "./transports/fifo.ts";
 import { openMappedFileLog } from "./transports/mapped_file_log.ts";
 import { openPipe } from "./transports/pipe.ts";
 import { openPosixMessageQueue } from "./transports/posix_mq.ts";
+import { openShmRing } from "./transports/shm_ring.ts";
 import { openSysvMessageQueue } from "./transports/sysv_mq.ts";
 
 /** Options of {@linkcode open}: the channel's, the common ones, and any transport's own. */
@@ -18,8 +19,12 @@ export interface OpenOptions<T> extends ChannelOptions<T> {
   create?: boolean;
   /** With `create`: fail with `AlreadyExistsError` when it exists. */
   exclusive?: boolean;
-  /** Permission bits for a created object (default `0o600`). */
-  mode?: number;
+  /**
+   * Permission bits for a created object (default `0o600`). `shm:` also
+   * takes its delivery mode here, `"queue"` or `"broadcast"` (permission
+   * bits then go in `permissions`).
+   */
+  mode?: number | "queue" | "broadcast";
   /** Largest payload, where the transport lets you choose. */
   maxMessageSize?: number;
   /** Transport-specific options (see each transport). */
@@ -31,6 +36,7 @@ const registry = new Map<string, TransportFactory>([
   ["fifo", openFifo],
   ["sysv-mq", openSysvMessageQueue],
   ["posix-mq", openPosixMessageQueue],
+  ["shm", openShmRing],
   ["file", openMappedFileLog],
 ]);
 

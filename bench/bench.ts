@@ -21,7 +21,8 @@
  *
  * Filters select targets by id or by a dash-separated part of an id:
  * `pipe` (pipe, pipe-await, pipe-json, c-pipe, c-pipe-spin), `fifo`, `c`,
- * `sysv`, `posix`, `spin`, `stdio`, `unix`, `json`, `await`.
+ * `sysv`, `posix`, `shm` (shm, shm-block, shm-fan2, shm-fan4 and the C ring
+ * rows), `spin`, `stdio`, `unix`, `worker`, `json`, `await`.
  *
  * @module
  */
@@ -38,6 +39,7 @@ import {
 } from "./_endpoints.ts";
 import { clampInt, fmt, median, spread } from "./_stats.ts";
 import { fileLogBench } from "./_file_log.ts";
+import { ipcbusShm, ipcbusShmFanIn, shmC, ShmSkip, workerPostMessage } from "./_shm.ts";
 
 // ---- options -------------------------------------------------------------
 
@@ -67,7 +69,7 @@ const USAGE = `usage: deno task bench [--quick] [--runs N] [--spin µs] [--out P
   --runs N    repetitions per measurement (default 5; the median is reported)
   --spin µs   the ipcbus \`spin\` option for both ends (default: the library's own, 100 µs)
   --out PATH  where to write the JSON results (default bench/results/latest.json)
-  FILTER      target ids, or parts of them: pipe, fifo, sysv, posix, c, spin, stdio, unix, json, await`;
+  FILTER      target ids, or parts of them: pipe, fifo, sysv, posix, shm, c, spin, stdio, unix, worker, json, await`;
 
 interface Args {
   quick: boolean;
@@ -118,7 +120,7 @@ function usage(message: string): never {
 
 type Run = RoundTripRun | ThroughputRun;
 
-type Mechanism = "pipe" | "fifo" | "sysv" | "posix";
+type Mechanism = "pipe" | "fifo" | "sysv" | "posix" | "shm";
 
 /** The foundation's, the System V and the POSIX issues' targets, per mechanism (ratios to blocking C). */
 const GOALS: Record<Mechanism, { rt: number; tp: readonly (readonly [MetricId, number, string])[] }> = {
@@ -126,7 +128,26 @@ const GOALS: Record<Mechanism, { rt: number; tp: readonly (readonly [MetricId, n
   fifo: { rt: 1.5, tp: [["tp64", 0.6, "64 B"], ["tp64k", 0.8, "64 KiB"]] },
   sysv: { rt: 1.3, tp: [["tp64", 0.7, "64 B"]] },
   posix: { rt: 1.3, tp: [["tp64", 0.7, "64 B"]] },
+  // shm: against the C ring with the same wait strategy (see shmGoals).
+  shm: { rt: 1.3, tp: [["tp64", 0.7, "64 B"], ["tp64k", 0.8, "64 KiB"]] },
 };
+
+/** The C ring (bench/c/shmring.c): blocking (spin 0) or spinning like ipcbus, with 1 to 4 producers. */
+function shmCRunner(spinning: boolean, producers: number): TargetDef["start"] {
+  return async (context) => {
+    try {
+      return await shmC(
+        context.dir,
+        spinning ? context.spin ?? DEFAULT_SPIN : 0,
+        producers,
+        context.plan.timeoutMs,
+      );
+    } catch (error) {
+      if (error instanceof ShmSkip) throw new Skip(error.message);
+      throw error;
+    }
+  };
+}
 
 /** Runs repetitions of one metric. */
 interface Runner {
@@ -169,7 +190,7 @@ function endpointRunner(endpoint: Endpoint, plan: Plan): Runner {
 }
 
 /** The C program; `spinning` matches ipcbus's strategy (non-blocking, the same spin budget). */
-function cRunner(mechanism: Mechanism, spinning: boolean): TargetDef["start"] {
+function cRunner(mechanism: Exclude<Mechanism, "shm">, spinning: boolean): TargetDef["start"] {
   return (context) => {
     const { c, dir, plan } = context;
     const spinMicros = spinning ? context.spin ?? DEFAULT_SPIN : 0;
@@ -304,6 +325,81 @@ const TARGETS: readonly TargetDef[] = [
     mechanism: "posix",
     metrics: ["rt", "tp64", "tp8k"],
     start: cRunner("posix", true),
+  },
+  {
+    id: "shm",
+    label: "ipcbus shm: (bytes, sendBatch/receiveBatch)",
+    kind: "ipcbus",
+    mechanism: "shm",
+    metrics: COMMON_METRICS,
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin), plan),
+  },
+  {
+    id: "shm-raw",
+    label: "ipcbus shm: transport (trySendBatch/tryReceiveBatch, no codec)",
+    kind: "ipcbus",
+    mechanism: "shm",
+    metrics: ["tp64", "tp64k"],
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin, true), plan),
+  },
+  {
+    id: "shm-block",
+    label: "ipcbus shm: (spin 0: parks at once)",
+    kind: "ipcbus",
+    mechanism: "shm",
+    metrics: ["rt"],
+    start: async ({ plan }) => endpointRunner(await ipcbusShm(0), plan),
+  },
+  {
+    id: "shm-fan2",
+    label: "ipcbus shm: fan-in, 2 producer processes",
+    kind: "ipcbus",
+    metrics: ["tp64"],
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusShmFanIn(2, spin), plan),
+  },
+  {
+    id: "shm-fan4",
+    label: "ipcbus shm: fan-in, 4 producer processes",
+    kind: "ipcbus",
+    metrics: ["tp64"],
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusShmFanIn(4, spin), plan),
+  },
+  {
+    id: "c-shm",
+    label: "C shm ring (same layout; parks at once)",
+    kind: "c",
+    mechanism: "shm",
+    metrics: COMMON_METRICS,
+    start: shmCRunner(false, 1),
+  },
+  {
+    id: "c-shm-spin",
+    label: "C shm ring (same layout; spin SPIN µs, then park)",
+    kind: "c",
+    mechanism: "shm",
+    metrics: COMMON_METRICS,
+    start: shmCRunner(true, 1),
+  },
+  {
+    id: "c-shm-fan2",
+    label: "C shm ring fan-in, 2 producers (spin SPIN µs)",
+    kind: "c",
+    metrics: ["tp64"],
+    start: shmCRunner(true, 2),
+  },
+  {
+    id: "c-shm-fan4",
+    label: "C shm ring fan-in, 4 producers (spin SPIN µs)",
+    kind: "c",
+    metrics: ["tp64"],
+    start: shmCRunner(true, 4),
+  },
+  {
+    id: "worker",
+    label: "Deno Worker postMessage (a thread)",
+    kind: "deno",
+    metrics: COMMON_METRICS,
+    start: ({ plan }) => Promise.resolve(endpointRunner(workerPostMessage(), plan)),
   },
   {
     id: "stdio",
@@ -548,7 +644,7 @@ interface Goal {
   baseline: string;
   value: number | null;
   limit: number;
-  unit: "×C" | "%C" | "× faster";
+  unit: "×C" | "%C" | "× faster" | "msg/s";
   met: boolean | null;
   detail: string;
 }
@@ -597,7 +693,11 @@ function comparisons(results: Map<string, TargetResult>): { lines: string[]; jso
       }
       if (bits.length) parts.push(`  vs ${base.label}: ${bits.join(" · ")}`);
     }
-    for (const [baseline, name] of [["stdio", "Deno.Command stdio"], ["unix", "Unix socket"]] as const) {
+    const others = [["stdio", "Deno.Command stdio"], ["unix", "Unix socket"], [
+      "worker",
+      "Worker postMessage",
+    ]] as const;
+    for (const [baseline, name] of others) {
       if (results.get(baseline)?.status !== "ok") continue;
       const bits: string[] = [];
       const a = rt(results, row.id), b = rt(results, baseline);
@@ -618,7 +718,96 @@ function comparisons(results: Map<string, TargetResult>): { lines: string[]; jso
     if (parts.length) lines.push(`${row.label}`, ...parts);
     json[row.id] = entries;
   }
+  // shm: fan-in against the C ring with as many producers.
+  for (const producers of [2, 4]) {
+    const id = `shm-fan${producers}`, baseline = `c-shm-fan${producers}`;
+    const x = rate(results, id, "tp64"), y = rate(results, baseline, "tp64");
+    if (!x || !y) continue;
+    (json[id] as Record<string, number>)[`tp64_vs_${baseline}`] = x / y;
+    lines.push(
+      `${results.get(id)!.label}`,
+      `  vs ${results.get(baseline)!.label}: 64 B throughput = ${percent(x / y)} of C`,
+    );
+  }
   return { lines, json };
+}
+
+/**
+ * The shared-memory ring issue's targets: 64 B one-way at least 5 M msg/s
+ * and 70% of C, 64 KiB at least 80% of C, round-trip p50 within 1.3× of C
+ * with the same wait strategy (spinning: `shm` vs `c-shm-spin`; parking at
+ * once: `shm-block` vs `c-shm`).
+ */
+function shmGoals(results: Map<string, TargetResult>): Goal[] {
+  const list: Goal[] = [];
+  const limits = GOALS.shm;
+  const goal = (
+    name: string,
+    target: string,
+    baseline: string,
+    value: number | null,
+    limit: number,
+    unit: Goal["unit"],
+    higherIsBetter: boolean,
+    detail: (v: number) => string,
+  ) => {
+    if (results.get(target)?.status !== "ok") return;
+    const met = value === null ? null : higherIsBetter ? value >= limit : value <= limit;
+    list.push({
+      name,
+      target,
+      baseline,
+      value,
+      limit,
+      unit,
+      met,
+      detail: value === null ? "n/a" : detail(value),
+    });
+  };
+  const tp = rate(results, "shm", "tp64");
+  goal(
+    "shm: 64 B one-way at least 5 M msg/s",
+    "shm",
+    "",
+    tp ?? null,
+    5e6,
+    "msg/s",
+    true,
+    (v) => `${fmt(v)} msg/s`,
+  );
+  for (const [metric, limit, label] of limits.tp) {
+    const x = rate(results, "shm", metric), y = rate(results, "c-shm-spin", metric);
+    goal(
+      `shm: ${label} throughput at least ${percent(limit)} of C (same wait strategy)`,
+      "shm",
+      "c-shm-spin",
+      x && y ? x / y : null,
+      limit,
+      "%C",
+      true,
+      (v) => `${percent(v)} of C (${fmt(x!)} vs ${fmt(y!)} msg/s)`,
+    );
+  }
+  for (
+    const [id, c, how] of [["shm", "c-shm-spin", "spinning"], [
+      "shm-block",
+      "c-shm",
+      "parking at once",
+    ]] as const
+  ) {
+    const a = rt(results, id), b = rt(results, c);
+    goal(
+      `shm: round trip p50 within ${limits.rt}× of C (${how})`,
+      id,
+      c,
+      a && b ? a.p50 / b.p50 : null,
+      limits.rt,
+      "×C",
+      false,
+      (v) => `${times(v)} C (${fmt(a!.p50)} vs ${fmt(b!.p50)} µs)`,
+    );
+  }
+  return list;
 }
 
 function goals(results: Map<string, TargetResult>): Goal[] {
@@ -688,6 +877,7 @@ function goals(results: Map<string, TargetResult>): Goal[] {
       (v) => `${times(v)} faster (${fmt(a!.p50)} vs ${fmt(s!.p50)} µs)`,
     );
   }
+  list.push(...shmGoals(results));
   return list;
 }
 

@@ -121,6 +121,11 @@ try {
   made.push(fileToChild);
   const fileFromChild = await open<DemoMessage>(`file:${directory}/${name}-up.bus`, log);
   made.push(fileFromChild);
+  // Two shm: rings, one each way (shared memory: a send is a copy and an atomic store).
+  const shmToChild = await open<DemoMessage>(`shm:/${name}-down`, { create: true, exclusive: true });
+  made.push(shmToChild);
+  const shmFromChild = await open<DemoMessage>(`shm:/${name}-up`, { create: true, exclusive: true });
+  made.push(shmFromChild);
   const [toChild, fromChild, queueToChild, queueFromChild, posixToChild, posixFromChild] = made;
 
   const childScript = new URL("./demo_child.ts", import.meta.url).pathname;
@@ -137,6 +142,8 @@ try {
       posixFromChild.info.address,
       fileToChild.info.address,
       fileFromChild.info.address,
+      shmToChild.info.address,
+      shmFromChild.info.address,
     ],
   }));
   const { pid } = await expect(pipe, Kind.Ready);
@@ -151,6 +158,7 @@ try {
     await measure("sysv-mq: (two queues)", queueToChild, queueFromChild),
     await measure("posix-mq: (two queues)", posixToChild, posixFromChild),
     await measure("file: (two logs)", fileToChild, fileFromChild),
+    await measure("shm: (two rings)", shmToChild, shmFromChild),
   ];
   printTable(rows);
 

@@ -1,0 +1,290 @@
+/**
+ * The system calls behind the `shm:` ring (private to `transports/shm_ring.ts`):
+ * opening and sizing the shared memory object, the ring's System V semaphore
+ * set (one semaphore per slot, to wake parked processes), and
+ * open-file-description locks on single bytes of the object, which tell
+ * whether the process that holds them is alive.
+ *
+ * @module
+ */
+
+import { errnoError, type IpcError, PermissionDeniedError } from "../errors.ts";
+import { cString } from "./cstring.ts";
+import { F, O } from "./constants.ts";
+import { closeFd, fchmodFd, fstatFd } from "./fd.ts";
+import { E, errno, libc, need, strerror } from "./libc.ts";
+import { type FileStat, FLOCK } from "./structs.ts";
+import { IPC, SEM, SEMBUF, SEMID_DS } from "./sysv.ts";
+
+/** What {@linkcode openObject} did. */
+export interface OpenedObject {
+  /** The descriptor (close-on-exec). */
+  fd: number;
+  /** Whether this call created the object. */
+  created: boolean;
+  /** fstat of the object. */
+  stat: FileStat;
+}
+
+/**
+ * shm_open(3) of `name`: creates it exclusively when `create` (falling back
+ * to opening it unless `exclusive`), never through a symbolic link, and
+ * checks that it is a regular file. A created object gets `mode` exactly.
+ *
+ * @param name The object's name (`"/orders"`), already checked.
+ * @param options `create`, `exclusive`, `mode`, `readOnly`.
+ * @returns The descriptor, whether it was created, and its fstat.
+ * @throws {IpcError} From shm_open, mapped by errno (the caller explains them).
+ */
+export function openObject(
+  name: string,
+  options: { create: boolean; exclusive: boolean; mode: number; readOnly?: boolean },
+): OpenedObject {
+  const shmOpen = need("shm_open");
+  const cname = cString(name, "shared memory name");
+  const access = (options.readOnly ? O.RDONLY : O.RDWR) | O.NOFOLLOW | O.CLOEXEC;
+  for (let attempt = 0;; attempt++) {
+    let created = false;
+    let fd = -1;
+    if (options.create) {
+      fd = shmOpen(cname, access | O.CREAT | O.EXCL, options.mode);
+      if (fd >= 0) created = true;
+      else {
+        const code = errno();
+        if (code === E.EINTR) continue;
+        if (code !== E.EEXIST || options.exclusive) throw errnoError(code, "shm_open", name, strerror(code));
+      }
+    }
+    if (fd < 0) {
+      fd = shmOpen(cname, access, 0);
+      if (fd < 0) {
+        const code = errno();
+        if (code === E.EINTR) continue;
+        // Removed between the two calls: create it on the next round.
+        if (options.create && code === E.ENOENT && attempt < 8) continue;
+        throw errnoError(code, "shm_open", name, strerror(code));
+      }
+    }
+    try {
+      const stat = fstatFd(fd);
+      if (stat.type !== "file") {
+        throw new PermissionDeniedError(
+          `shm_open ${name}: it is a ${stat.type}, not a shared memory object; refusing to use it`,
+          { syscall: "fstat" },
+        );
+      }
+      if (created && stat.permissions !== options.mode) fchmodFd(fd, options.mode);
+      return { fd, created, stat };
+    } catch (error) {
+      closeFd(fd);
+      if (created) need("shm_unlink")(cname);
+      throw error;
+    }
+  }
+}
+
+/**
+ * shm_unlink(3).
+ *
+ * @param name The object's name.
+ * @returns 0, or the errno of the failure.
+ */
+export function unlinkObject(name: string): number {
+  if (need("shm_unlink")(cString(name, "shared memory name")) === 0) return 0;
+  return errno();
+}
+
+/**
+ * Sets the size of a new object and reserves its memory, so that a full
+ * `/dev/shm` fails here rather than with SIGBUS later.
+ *
+ * @param fd The descriptor.
+ * @param size Bytes.
+ * @param reserve Allocate the pages now (posix_fallocate).
+ * @param label What to name in errors.
+ * @throws {IpcError} When ftruncate or posix_fallocate fails (ENOSPC explained).
+ */
+export function sizeObject(fd: number, size: number, reserve: boolean, label: string): void {
+  const { ftruncate, posix_fallocate } = libc();
+  for (;;) {
+    if (ftruncate(fd, BigInt(size)) === 0) break;
+    const code = errno();
+    if (code !== E.EINTR) throw errnoError(code, "ftruncate", `${label} to ${size} bytes`, strerror(code));
+  }
+  if (!reserve) return;
+  let code: number;
+  do code = posix_fallocate(fd, 0n, BigInt(size)); while (code === E.EINTR);
+  if (code === 0) return;
+  const error: IpcError = errnoError(code, "posix_fallocate", `${label} (${size} bytes)`, strerror(code));
+  if (code === E.ENOSPC) {
+    error.message += ": /dev/shm cannot hold the ring (see df /dev/shm; raise its size with " +
+      "mount -o remount,size=... /dev/shm, or choose a smaller capacity)";
+  }
+  throw error;
+}
+
+/**
+ * The current fstat of a descriptor.
+ *
+ * @param fd The descriptor.
+ * @returns The stat.
+ */
+export function statObject(fd: number): FileStat {
+  return fstatFd(fd);
+}
+
+/**
+ * Closes a descriptor (its open-file-description locks go with it).
+ *
+ * @param fd The descriptor.
+ */
+export function closeObject(fd: number): void {
+  closeFd(fd);
+}
+
+// -- the ring's System V semaphore set ----------------------------------------------
+//
+// One semaphore per slot, used only to wake a parked owner. The state lives in
+// the kernel: no peer can corrupt it by scribbling over the shared memory (a
+// scribbled `sem_t` makes glibc abort the whole process).
+
+const sembuf = new Uint8Array(SEMBUF.size);
+const sembufView = new DataView(sembuf.buffer);
+
+/**
+ * Creates a private set of `count` semaphores, all 0 (semget with
+ * `IPC_PRIVATE`): reachable only by the id the ring's header records.
+ *
+ * @param count Semaphores.
+ * @param mode Permission bits.
+ * @param label What to name in errors.
+ * @returns The set's id.
+ * @throws {IpcError} When semget fails (ENOSPC: too many sets, kernel.sem).
+ */
+export function createSemaphores(count: number, mode: number, label: string): number {
+  const id = libc().semget(IPC.PRIVATE, count, IPC.CREAT | IPC.EXCL | mode);
+  if (id >= 0) return id;
+  const code = errno();
+  const error = errnoError(code, "semget", `${label} (${count} semaphores)`, strerror(code));
+  if (code === E.ENOSPC) {
+    error.message += ": the system's limit of semaphore sets or semaphores (sysctl kernel.sem) is reached";
+  }
+  throw error;
+}
+
+/**
+ * The number of semaphores in a set (semctl `IPC_STAT`), or the errno of the
+ * failure as a negative number (`-EINVAL`, `-EIDRM`: no such set; `-EACCES`).
+ *
+ * @param id The set's id.
+ * @returns The count, or −errno.
+ */
+export function semaphoreCount(id: number): number {
+  const buffer = new Uint8Array(SEMID_DS.size);
+  if (libc().semctl_buffer(id, 0, IPC.STAT, buffer) < 0) return -errno();
+  return Number(new DataView(buffer.buffer).getBigUint64(SEMID_DS.sem_nsems, true));
+}
+
+/**
+ * Adds one to semaphore `index` (semop, `IPC_NOWAIT`). Failures are ignored:
+ * a wake-up is a hint, and waiters re-check on a timer.
+ *
+ * @param id The set's id.
+ * @param index The semaphore.
+ * @returns False when the set is gone.
+ */
+export function postSemaphore(id: number, index: number): boolean {
+  sembufView.setUint16(SEMBUF.sem_num, index, true);
+  sembufView.setInt16(SEMBUF.sem_op, 1, true);
+  sembufView.setInt16(SEMBUF.sem_flg, IPC.NOWAIT, true);
+  const { semop } = libc();
+  for (;;) {
+    if (semop(id, sembuf, 1n) === 0) return true;
+    const code = errno();
+    if (code !== E.EINTR) return code !== E.EIDRM && code !== E.EINVAL;
+  }
+}
+
+/**
+ * Sets semaphore `index` to 0 (semctl `SETVAL`): a new owner of a slot drops
+ * wake-ups meant for the previous one.
+ *
+ * @param id The set's id.
+ * @param index The semaphore.
+ */
+export function resetSemaphore(id: number, index: number): void {
+  libc().semctl(id, index, SEM.SETVAL, 0n);
+}
+
+/**
+ * Removes a set (semctl `IPC_RMID`): every wait on it fails with `EIDRM`.
+ *
+ * @param id The set's id.
+ * @returns 0, or the errno of the failure.
+ */
+export function removeSemaphores(id: number): number {
+  return libc().semctl(id, 0, IPC.RMID, 0n) === 0 ? 0 : errno();
+}
+
+// -- open-file-description locks on single bytes ------------------------------
+
+const flock = new Uint8Array(FLOCK.size);
+const flockView = new DataView(flock.buffer);
+
+function fillFlock(type: number, start: number, length: number): void {
+  flock.fill(0);
+  flockView.setInt16(FLOCK.l_type, type, true);
+  flockView.setInt16(FLOCK.l_whence, 0, true); // SEEK_SET
+  flockView.setBigInt64(FLOCK.l_start, BigInt(start), true);
+  flockView.setBigInt64(FLOCK.l_len, BigInt(length), true);
+}
+
+/**
+ * Takes (without waiting) or releases an open-file-description write lock
+ * on `length` bytes at `start` (`F_OFD_SETLK`). The kernel drops it when the
+ * description is closed, so also when the process dies.
+ *
+ * @param fd The descriptor.
+ * @param start First byte.
+ * @param length Bytes.
+ * @param lock True to take, false to release.
+ * @returns False when another description holds a conflicting lock.
+ * @throws {IpcError} For other failures (`ENOLCK`: the system's lock table is full).
+ */
+export function lockBytes(fd: number, start: number, length: number, lock: boolean): boolean {
+  const { fcntl_lock } = libc();
+  for (;;) {
+    fillFlock(lock ? F.WRLCK : F.UNLCK, start, length);
+    if (fcntl_lock(fd, F.OFD_SETLK, flock) === 0) return true;
+    const code = errno();
+    if (code === E.EINTR) continue;
+    if (code === E.EAGAIN || code === E.EACCES) return false;
+    throw errnoError(code, "fcntl(F_OFD_SETLK)", `fd ${fd} bytes ${start}+${length}`, strerror(code));
+  }
+}
+
+/**
+ * Whether another open file description holds a lock on any of `length`
+ * bytes at `start` (`F_OFD_GETLK` for a write lock). This process's own
+ * description never conflicts with itself.
+ *
+ * @param fd The descriptor (read-only is enough).
+ * @param start First byte.
+ * @param length Bytes.
+ * @returns The first locked byte, or -1 when none is locked.
+ * @throws {IpcError} When fcntl fails.
+ */
+export function lockedByte(fd: number, start: number, length: number): number {
+  const { fcntl_lock } = libc();
+  for (;;) {
+    fillFlock(F.WRLCK, start, length);
+    if (fcntl_lock(fd, F.OFD_GETLK, flock) === 0) {
+      if (flockView.getInt16(FLOCK.l_type, true) === F.UNLCK) return -1;
+      return Number(flockView.getBigInt64(FLOCK.l_start, true));
+    }
+    const code = errno();
+    if (code !== E.EINTR) {
+      throw errnoError(code, "fcntl(F_OFD_GETLK)", `fd ${fd} bytes ${start}+${length}`, strerror(code));
+    }
+  }
+}
