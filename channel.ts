@@ -384,22 +384,45 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (pending !== undefined) await this.#settle(pending, options.signal);
       });
     }
+    if (transport.trySendBatch) {
+      // The transport publishes and wakes once per call (shm:, file:): offer it what is left, and wait
+      // for room one frame at a time only when it takes nothing.
+      let sent = 0;
+      if (this.#sends.length === 0) {
+        sent = transport.trySendBatch(frames, type, priority);
+        if (sent === frames.length) return;
+      }
+      await this.#sends.run(signal, async () => {
+        while (sent < frames.length) {
+          if (signal.aborted) throw signal.reason;
+          const more = transport.trySendBatch!(sent === 0 ? frames : frames.slice(sent), type, priority);
+          if (more > 0) {
+            sent += more;
+            continue;
+          }
+          const pending = transport.send(frames[sent], type, priority, signal);
+          if (pending !== undefined) await this.#settle(pending, options.signal);
+          sent++;
+        }
+      });
+      return;
+    }
+    // One `send` per frame: it returns nothing when the kernel took the whole frame at once (as cheap as
+    // `trySend`), and unlike `trySend` it never copies a frame the kernel took only part of.
     let sent = 0;
+    let pending: Promise<void> | undefined;
     if (this.#sends.length === 0) {
-      sent = this.#trySendFrames(frames, type, priority);
-      if (sent === frames.length) return;
+      while (sent < frames.length && pending === undefined) {
+        pending = transport.send(frames[sent++], type, priority, signal);
+      }
+      if (pending === undefined) return;
     }
     await this.#sends.run(signal, async () => {
+      if (pending !== undefined) await this.#settle(pending, options.signal);
       while (sent < frames.length) {
         if (signal.aborted) throw signal.reason;
-        const more = this.#trySendFrames(sent === 0 ? frames : frames.slice(sent), type, priority);
-        if (more > 0) {
-          sent += more;
-          continue;
-        }
-        const pending = this.#transport.send(frames[sent], type, priority, signal);
-        if (pending !== undefined) await this.#settle(pending, options.signal);
-        sent++;
+        const next = transport.send(frames[sent++], type, priority, signal);
+        if (next !== undefined) await this.#settle(next, options.signal);
       }
     });
   }
