@@ -675,14 +675,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (priority > info.maxPriority) {
       throw new RangeError(`${info.scheme}: priority must be at most ${info.maxPriority}, got ${priority}`);
     }
-    const data = this.#codec.encode(value);
-    if (data.length > info.maxMessageSize) {
-      const reason = typeof info.maxMessageSizeReason === "string"
-        ? info.maxMessageSizeReason
-        : `${info.scheme}: info.maxMessageSize`;
-      throw new MessageTooLargeError(data.length, info.maxMessageSize, reason);
-    }
-    return { data, type, priority };
+    return { data: this.#encodeChecked(value), type, priority };
   }
 
   #prepareBatch(
