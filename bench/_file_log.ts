@@ -23,7 +23,7 @@
  * @module
  */
 
-import { bytes, Channel } from "../mod.ts";
+import { bytes, Channel, Presence } from "../mod.ts";
 import { MappedFileLog } from "../transports/mapped_file_log.ts";
 import { median, spread } from "./_stats.ts";
 
@@ -402,6 +402,10 @@ export async function fileLogBench(argv: string[]): Promise<number> {
     return 0;
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+    // The logs went with the directory: drop their presence records too.
+    for (const { address } of Presence.list()) {
+      if (address.startsWith(`file:${dir}/`)) Presence.forget(address);
+    }
   }
 }
 
