@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Codec, json } from "./codec.ts";
+import { type Codec, copyBytes, json } from "./codec.ts";
 import { ChannelClosedError, FrameError, MessageTooLargeError, ValidationError } from "./errors.ts";
 import type { ReceivedFrame, ReceiveFilter, Transport, TransportInfo } from "./transport.ts";
 import {
@@ -739,7 +739,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (max > 0) {
           try {
             transport.tryReceiveBatch(filter, max, (frame) => {
-              const value = this.#decodeValue(frame.data);
+              const value = this.#decodeValue(frame.data, true);
               const checked = schema ? this.#validate(value) : value;
               const { type, priority } = frame;
               if (checked instanceof Promise) {
@@ -757,7 +757,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         for (let i = 0; i < max; i++) {
           const frame = transport.tryReceive(filter);
           if (frame === null) break;
-          const value = this.#decodeValue(frame.data);
+          const value = this.#decodeValue(frame.data, true);
           const checked = schema ? this.#validate(value) : value;
           const { type, priority } = frame;
           if (checked instanceof Promise) {
@@ -829,9 +829,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  #decodeValue(data: Uint8Array): T {
+  #decodeValue(data: Uint8Array, keep = false): T {
     try {
-      return this.#codec.decode(data);
+      // A borrowing codec's value must outlive the next receive in a batch, and a schema (perhaps
+      // asynchronous) may look at it later: decode a copy then.
+      return this.#codec.decode(this.#codec.borrows && (keep || this.#schema) ? copyBytes(data) : data);
     } catch (error) {
       if (error instanceof FrameError) throw error;
       throw new FrameError(`codec "${this.#codec.name}" could not decode a ${data.length}-byte message`, {

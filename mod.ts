@@ -67,7 +67,7 @@ export {
   type StandardSchemaV1,
   type TryReceiveResult,
 } from "./channel.ts";
-export { bytes, type Codec, json, type JsonCodec, text } from "./codec.ts";
+export { bytes, bytesView, type Codec, json, type JsonCodec, text } from "./codec.ts";
 export {
   AlreadyExistsError,
   ChannelClosedError,

@@ -19,6 +19,7 @@ import {
   kindOf,
   type KindTag,
   kindTags,
+  LARGE,
   makePayload,
   readU32,
   T,
@@ -119,10 +120,11 @@ class ChannelEndpoint implements Endpoint {
     const tx = this.#tx;
     const payload = makePayload(size);
     const data = kindTags(this.#tag, T.DATA);
-    await tx.send(
-      u32s(count, this.#fast ? CONSUMER.BATCH : CONSUMER.AWAIT_RECEIVE),
-      kindTags(this.#tag, T.BEGIN),
-    );
+    // The fast path drains small messages in batches; large ones one receive at a time, each lent
+    // without a copy by the child's `bytesView` codec (a fresh 64 KiB buffer per message costs more
+    // than moving it).
+    const consumer = this.#fast && size < LARGE ? CONSUMER.BATCH : CONSUMER.AWAIT_RECEIVE;
+    await tx.send(u32s(count, consumer), kindTags(this.#tag, T.BEGIN));
     const batch: Uint8Array[] = new Array(BATCH).fill(payload);
     const t0 = performance.now();
     if (this.#fast) {

@@ -72,6 +72,9 @@ export const CONSUMER = { BATCH: 0, AWAIT_RECEIVE: 1 } as const;
 /** Messages per `sendBatch`/`receiveBatch` call on the fast path. */
 export const BATCH = 256;
 
+/** From this size on, the fast path receives one message at a time, lent without a copy (`bytesView`). */
+export const LARGE = 4096;
+
 /**
  * A whole frame (header and payload) in a fresh buffer.
  *

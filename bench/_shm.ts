@@ -20,10 +20,10 @@
  * @module
  */
 
-import { bytes, type Channel, open } from "../mod.ts";
+import { bytes, bytesView, type Channel, open } from "../mod.ts";
 import { type RoundTripRun, runningC, type ThroughputRun } from "./_c.ts";
 import type { Endpoint } from "./_endpoints.ts";
-import { BATCH, makePayload, readU32, T, u32s } from "./_frames.ts";
+import { BATCH, LARGE, makePayload, readU32, T, u32s } from "./_frames.ts";
 import { summarize } from "./_stats.ts";
 
 const SELF = new URL(import.meta.url).pathname;
@@ -122,7 +122,9 @@ export async function ipcbusShm(spin?: number, raw = false): Promise<Endpoint> {
       const payload = makePayload(size);
       const batch: Uint8Array[] = new Array(BATCH).fill(payload);
       const data = { type: T.DATA };
-      await tx.send(u32s(count, raw ? 1 : 0), { type: T.BEGIN });
+      // Consumer: 1 the transport itself; 2 one receive at a time, lent without a copy (bytesView),
+      // for large messages; 0 receiveBatch.
+      await tx.send(u32s(count, raw ? 1 : size >= LARGE ? 2 : 0), { type: T.BEGIN });
       const t0 = performance.now();
       if (raw) {
         const transport = tx.unsafeTransport;
@@ -411,7 +413,7 @@ export async function shmC(
 // -- the children ----------------------------------------------------------------------------
 
 async function echoChild(down: string, up: string, spin: number | undefined): Promise<void> {
-  const options = { codec: bytes as never, spin };
+  const options = { codec: bytesView as never, spin };
   using rx = await open<Uint8Array>(`shm:${down}`, options);
   using tx = await open<Uint8Array>(`shm:${up}`, options);
   await tx.send(new Uint8Array(0), { type: T.DONE }); // ready
@@ -434,6 +436,8 @@ async function echoChild(down: string, up: string, spin: number | undefined): Pr
             got++;
           }
         }
+      } else if (readU32(message.value, 4) === 2) {
+        for (; got < count; got++) await rx.receive();
       } else {
         while (got < count) got += (await rx.receiveBatch(BATCH)).length;
       }

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { bytes, type Channel, ChannelClosedError, json, open } from "../mod.ts";
+import { bytes, bytesView, type Channel, ChannelClosedError, json, open } from "../mod.ts";
 import {
   BATCH,
   CONSUMER,
@@ -111,7 +111,7 @@ switch (mode) {
   case "pipe": {
     const codec = rest[0] === "json" ? "json" : "bytes";
     using parent = await open<unknown>("pipe:parent", {
-      codec: (codec === "json" ? json : bytes) as never,
+      codec: (codec === "json" ? json : bytesView) as never,
       spin,
     });
     await serveChannel(parent, parent, codec);
@@ -126,7 +126,7 @@ switch (mode) {
       Deno.exit(0);
     })();
     const [down, up] = rest;
-    const options = { codec: bytes as never, writers: "single", spin };
+    const options = { codec: bytesView as never, writers: "single", spin };
     using rx = await open<unknown>(`fifo:${down}`, options);
     using tx = await open<unknown>(`fifo:${up}`, options);
     await serveChannel(rx, tx, "bytes");
@@ -141,7 +141,7 @@ switch (mode) {
       Deno.exit(0);
     })();
     const [down, up] = rest;
-    using rx = await open<unknown>(down, { codec: bytes as never, spin });
+    using rx = await open<unknown>(down, { codec: bytesView as never, spin });
     using tx = await open<unknown>(up, { codec: bytes as never, spin });
     await serveChannel(rx, tx, "bytes");
     break;
@@ -155,7 +155,7 @@ switch (mode) {
       Deno.exit(0);
     })();
     const [down, up] = rest;
-    using rx = await open<unknown>(down, { codec: bytes as never, spin });
+    using rx = await open<unknown>(down, { codec: bytesView as never, spin });
     using tx = await open<unknown>(up, { codec: bytes as never, spin });
     await serveChannel(rx, tx, "bytes", "priority");
     break;
