@@ -83,7 +83,9 @@ const big = new BigInt64Array(sab);
 const deadline = new BigInt64Array(2);
 const deadlineBytes = new Uint8Array(deadline.buffer);
 for (;;) {
-  while (Atomics.load(ia, ${STATE}) !== ${REQUEST}) Atomics.wait(ia, ${STATE}, ${IDLE});
+  // Sleep on whatever the state is (DONE until the caller takes the result, then IDLE): waiting on
+  // IDLE alone would return at once while the state is DONE, and spin.
+  for (let state; (state = Atomics.load(ia, ${STATE})) !== ${REQUEST};) Atomics.wait(ia, ${STATE}, state);
   const sem = Deno.UnsafePointer.create(big[${ADDRESS}]);
   const slice = BigInt(ia[${SLICE}]) * 1000000n;
   let result = ${RESULT_ERROR}, code = 0;

@@ -77,7 +77,9 @@ const sops = new Uint8Array(sab, ${SOPS_OFFSET});
 const timeout = new BigInt64Array(2);
 const timeoutBytes = new Uint8Array(timeout.buffer);
 for (;;) {
-  while (Atomics.load(ia, 0) !== ${REQUEST}) Atomics.wait(ia, 0, ${IDLE});
+  // Sleep on whatever the state is (DONE until the caller takes the result, then IDLE): waiting on
+  // IDLE alone would return at once while the state is DONE, and spin.
+  for (let state; (state = Atomics.load(ia, 0)) !== ${REQUEST};) Atomics.wait(ia, 0, state);
   let result = ${RESULT_ERROR}, code = 0;
   if (ia[1] === ${OP_MESSAGE}) {
     for (;;) {
