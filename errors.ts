@@ -206,6 +206,58 @@ export class ValidationError extends TypeError {
   }
 }
 
+/** What a {@linkcode MessagesLostError} reports: a log reader's loss. */
+export interface MessagesLost {
+  /** `"overrun"` (the reader fell behind the ring) or `"gap"` (sequence numbers missing after a crash). */
+  kind: "overrun" | "gap" | "damage";
+  /** How many messages were lost, when known. */
+  lost: number | null;
+  /** The sequence number the reader expected next. */
+  expected: number;
+  /** The sequence number of the message it gets next instead (null when none is there yet). */
+  next: number | null;
+  /** What happened, in words. */
+  message: string;
+}
+
+/**
+ * A log reader fell behind the ring (or asked for messages no longer
+ * retained): `lost` messages are gone. Thrown once by the receive that finds
+ * out; the next receive goes on with the oldest message still there.
+ *
+ * @example Reading the numbers of a loss
+ * ```ts
+ * import { MessagesLostError } from "@ipcbus/ipcbus/errors";
+ *
+ * const error = new MessagesLostError({ kind: "overrun", lost: 3, expected: 10, next: 13, message: "x" });
+ * console.log(error.lost, error.next); // 3 13
+ * ```
+ */
+export class MessagesLostError extends Error {
+  /** `"overrun"` or `"gap"`. */
+  readonly kind: "overrun" | "gap";
+  /** How many messages were lost, when known. */
+  readonly lost: number | null;
+  /** The sequence number expected. */
+  readonly expected: number;
+  /** The sequence number of the next message delivered (null when none is there yet). */
+  readonly next: number | null;
+
+  /**
+   * Creates the error.
+   *
+   * @param loss What was lost.
+   */
+  constructor(loss: MessagesLost) {
+    super(loss.message);
+    this.name = "MessagesLostError";
+    this.kind = loss.kind === "gap" ? "gap" : "overrun";
+    this.lost = loss.lost;
+    this.expected = loss.expected;
+    this.next = loss.next;
+  }
+}
+
 /** Linux errno names (identical on x86_64 and aarch64: asm-generic). */
 const ERRNO_NAMES: Readonly<Record<number, string>> = {
   1: "EPERM",

@@ -74,6 +74,8 @@ export {
   FrameError,
   IpcError,
   type IpcErrorOptions,
+  type MessagesLost,
+  MessagesLostError,
   MessageTooLargeError,
   NotFoundError,
   PermissionDeniedError,
@@ -185,7 +187,6 @@ export {
   type MappedFileLogInfo,
   type MappedFileLogOptions,
   type MappedFileLogStats,
-  MessagesLostError,
   openMappedFileLog,
   type RecoveryReport,
 } from "./transports/mapped_file_log.ts";

@@ -72,7 +72,14 @@
  * @module
  */
 
-import { ChannelClosedError, errnoError, FrameError, IpcError, MessageTooLargeError } from "../errors.ts";
+import {
+  ChannelClosedError,
+  errnoError,
+  FrameError,
+  IpcError,
+  MessagesLostError,
+  MessageTooLargeError,
+} from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
 import { F } from "../ffi/constants.ts";
 import { type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
@@ -173,43 +180,8 @@ export interface LogLoss {
   message: string;
 }
 
-/**
- * A reader fell behind the ring (or asked for messages no longer retained):
- * `lost` messages are gone. Thrown once by the receive that finds out; the
- * next receive goes on with the oldest message still there.
- *
- * @example Reading the numbers of a loss
- * ```ts
- * import { MessagesLostError } from "@ipcbus/ipcbus/mapped-file-log";
- *
- * const error = new MessagesLostError({ kind: "overrun", lost: 3, expected: 10, next: 13, message: "x" });
- * console.log(error.lost, error.next); // 3 13
- * ```
- */
-export class MessagesLostError extends Error {
-  /** `"overrun"` or `"gap"` (see {@linkcode LogLoss}). */
-  readonly kind: "overrun" | "gap";
-  /** How many messages were lost, when known. */
-  readonly lost: number | null;
-  /** The sequence number expected. */
-  readonly expected: number;
-  /** The sequence number of the next message delivered (null when none is there yet). */
-  readonly next: number | null;
-
-  /**
-   * Creates the error.
-   *
-   * @param loss What was lost.
-   */
-  constructor(loss: LogLoss) {
-    super(loss.message);
-    this.name = "MessagesLostError";
-    this.kind = loss.kind === "gap" ? "gap" : "overrun";
-    this.lost = loss.lost;
-    this.expected = loss.expected;
-    this.next = loss.next;
-  }
-}
+/** Thrown once by a reader's receive after a loss (defined with the other errors, in `errors.ts`). */
+export { MessagesLostError };
 
 /** Options of {@linkcode MappedFileLog.open}. */
 export interface MappedFileLogOptions {
