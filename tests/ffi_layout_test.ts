@@ -3,7 +3,23 @@
 // offsetof and macro values, and each is compared with ffi/structs.ts,
 // ffi/constants.ts, ffi/libc.ts (E) and the errno names of errors.ts.
 import assert from "node:assert/strict";
-import { EFD, F, O, PIPE_BUF, POLL, S, SIG, SPAWN, SYS, WNOHANG } from "../ffi/constants.ts";
+import {
+  CLOCK,
+  EFD,
+  F,
+  MAP,
+  MQ_PRIO_MAX,
+  O,
+  PIPE_BUF,
+  POLL,
+  PROT,
+  RLIMIT,
+  S,
+  SIG,
+  SPAWN,
+  SYS,
+  WNOHANG,
+} from "../ffi/constants.ts";
 import { E } from "../ffi/libc.ts";
 import { FLOCK, IOVEC, OPAQUE, POLLFD, STAT } from "../ffi/structs.ts";
 import {
@@ -35,6 +51,13 @@ function expectedConstants(): Map<string, number> {
   for (const [key, value] of Object.entries(SYS)) map.set(`SYS_${key}`, Number(value));
   map.set("WNOHANG", WNOHANG);
   map.set("PIPE_BUF", PIPE_BUF);
+  for (const [key, value] of Object.entries(PROT)) map.set(`PROT_${key}`, value);
+  for (const [key, value] of Object.entries(MAP)) {
+    if (typeof value === "number") map.set(key.startsWith("M") ? key : `MAP_${key}`, value);
+  }
+  for (const [key, value] of Object.entries(CLOCK)) map.set(`CLOCK_${key}`, value);
+  for (const [key, value] of Object.entries(RLIMIT)) map.set(`RLIMIT_${key}`, value);
+  map.set("MQ_PRIO_MAX", MQ_PRIO_MAX);
   return map;
 }
 
@@ -73,7 +96,11 @@ const LAYOUT = `
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
+#include <mqueue.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
