@@ -737,10 +737,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       if (transport.tryReceiveBatch) {
         if (max > 0) {
+          // The hot path of small messages (shm:): decode inline, and map a codec failure to a
+          // FrameError once, outside the per-frame closure.
+          const codec = this.#codec;
+          const copy = codec.borrows === true;
+          let decoding = -1; // the length of the frame being decoded, while its codec runs
           try {
             transport.tryReceiveBatch(filter, max, (frame) => {
-              const value = this.#decodeValue(frame.data, true);
-              const checked = schema ? this.#validate(value) : value;
+              const data = frame.data;
+              decoding = data.length;
+              const value = codec.decode(copy ? copyBytes(data) : data);
+              decoding = -1;
+              if (schema === undefined) {
+                into.push({ value, type: frame.type, priority: frame.priority });
+                return;
+              }
+              const checked = this.#validate(value);
               const { type, priority } = frame;
               if (checked instanceof Promise) {
                 // Learnt only now: keep it for the next receive rather than lose it, and stop.
@@ -750,7 +762,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
               into.push({ value: checked, type, priority });
             });
           } catch (error) {
-            if (error !== STOP) throw error;
+            if (error === STOP) return into;
+            if (decoding >= 0 && !(error instanceof FrameError)) {
+              throw new FrameError(`codec "${codec.name}" could not decode a ${decoding}-byte message`, {
+                cause: error,
+              });
+            }
+            throw error;
           }
         }
       } else {
