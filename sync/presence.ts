@@ -37,11 +37,11 @@
 
 import { AlreadyExistsError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { cString } from "../ffi/cstring.ts";
-import { F, O } from "../ffi/constants.ts";
+import { O } from "../ffi/constants.ts";
 import { readDirectory } from "../ffi/dir.ts";
 import { closeFd, fstatFd } from "../ffi/fd.ts";
 import { E, errno, lastError, libc, need } from "../ffi/libc.ts";
-import { FLOCK } from "../ffi/structs.ts";
+import { FileLock } from "./file_lock.ts";
 
 /** Prefix of every presence object's name (under `/dev/shm`). */
 export const PRESENCE_PREFIX = "ipcbus.presence.";
@@ -95,31 +95,17 @@ function fnv1a64(text: string): string {
   return hash.toString(16).padStart(16, "0");
 }
 
-function setLock(fd: number, type: number, command: number): boolean {
-  const flock = new Uint8Array(FLOCK.size);
-  const view = new DataView(flock.buffer);
-  view.setInt16(FLOCK.l_type, type, true);
-  view.setBigInt64(FLOCK.l_start, 0n, true);
-  view.setBigInt64(FLOCK.l_len, 1n, true);
-  for (;;) {
-    if (libc().fcntl_lock(fd, command, flock) === 0) return true;
-    const code = errno();
-    if (code === E.EINTR) continue;
-    if (code === E.EAGAIN || code === E.EACCES) return false;
-    throw lastError("fcntl(F_OFD_SETLK)", `presence fd ${fd}`);
-  }
+/** The record's one locked byte: shared by every holder, exclusive for a claim. */
+const RECORD_BYTE = { start: 0, length: 1 } as const;
+
+/** Takes the record's lock without waiting (an open-file-description lock on `fd`). */
+function lockRecord(fd: number, shared: boolean): boolean {
+  return FileLock.fromFd(fd, { label: "presence record" }).tryLock({ ...RECORD_BYTE, shared }) !== null;
 }
 
-/** Whether anyone holds a lock on the record's byte (F_OFD_GETLK with a write lock as the probe). */
+/** Whether anyone holds the record's lock (asked as for an exclusive lock: F_OFD_GETLK). */
 function isHeld(fd: number): boolean {
-  const flock = new Uint8Array(FLOCK.size);
-  const view = new DataView(flock.buffer);
-  view.setInt16(FLOCK.l_type, F.WRLCK, true);
-  view.setBigInt64(FLOCK.l_len, 1n, true);
-  if (libc().fcntl_lock(fd, F.OFD_GETLK, flock) < 0) {
-    throw lastError("fcntl(F_OFD_GETLK)", `presence fd ${fd}`);
-  }
-  return view.getInt16(FLOCK.l_type, true) !== F.UNLCK;
+  return FileLock.fromFd(fd, { label: "presence record" }).holder(RECORD_BYTE) !== null;
 }
 
 function openRecord(name: string, flags: number, mode: number): number {
@@ -190,7 +176,7 @@ export class Presence implements Disposable {
     // the record, which takes microseconds: retry a few times, then give up
     // (best-effort) rather than block.
     for (let attempt = 0; attempt < 1000; attempt++) {
-      if (setLock(fd, F.RDLCK, F.OFD_SETLK)) return new Presence(fd, address);
+      if (lockRecord(fd, true)) return new Presence(fd, address);
     }
     closeFd(fd);
     return null;
@@ -257,7 +243,7 @@ export class Presence implements Disposable {
       if (error instanceof NotFoundError || error instanceof PermissionDeniedError) return null;
       throw error;
     }
-    if (!setLock(fd, F.WRLCK, F.OFD_SETLK)) {
+    if (!lockRecord(fd, false)) {
       closeFd(fd);
       return null;
     }
