@@ -11,9 +11,9 @@
  * @module
  */
 
-import { PermissionDeniedError } from "../errors.ts";
+import { errnoError, type IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { lstatPath } from "./fd.ts";
-import { libc } from "./libc.ts";
+import { E, libc, strerror } from "./libc.ts";
 import type { FileStat } from "./structs.ts";
 
 /** The tmpfs directory glibc keeps POSIX semaphores and shared memory objects in. */
@@ -111,6 +111,66 @@ export function deniedWithFileOwner(
       `0o${owner.permissions.toString(8).padStart(3, "0")}; this process runs as uid ${libc().geteuid()}`,
     { errno: error.errno, code: error.code, syscall: error.syscall },
   );
+}
+
+/**
+ * The error for a failed open call (sem_open, shm_open) whose errno needs no
+ * explanation of its own: the mapped error, naming the owner when
+ * permission was refused, or saying that the name's backing file is not a
+ * regular file.
+ *
+ * @param syscall The call (`"sem_open"`).
+ * @param code Its errno.
+ * @param what What the object is, with its name (`"named semaphore /jobs"`).
+ * @param name The name.
+ * @param path Its backing file.
+ * @param notA What the backing file should be (`"a semaphore"`).
+ * @returns The error to throw.
+ */
+export function openFailure(
+  syscall: string,
+  code: number,
+  what: string,
+  name: string,
+  path: string,
+  notA: string,
+): IpcError {
+  const error = errnoError(code, syscall, name, strerror(code));
+  if (error instanceof PermissionDeniedError) return deniedWithFileOwner(error, what, path);
+  const stat = inspect(path);
+  if (stat !== null && stat.type !== "file") {
+    return new PermissionDeniedError(`${error.message}: ${path} is a ${stat.type}, not ${notA}`, {
+      errno: code,
+      syscall,
+    });
+  }
+  return error;
+}
+
+/**
+ * The error for a failed unlink call (sem_unlink, shm_unlink).
+ *
+ * @param syscall The call (`"sem_unlink"`).
+ * @param code Its errno.
+ * @param what What the object is, with its name (`"named semaphore /jobs"`).
+ * @param name The name.
+ * @param path Its backing file.
+ * @param kind What has no such name (`"named semaphore"`).
+ * @returns The error to throw.
+ */
+export function unlinkFailure(
+  syscall: string,
+  code: number,
+  what: string,
+  name: string,
+  path: string,
+  kind: string,
+): IpcError {
+  if (code === E.ENOENT) {
+    return new NotFoundError(`${syscall} ${name} failed: no ${kind} has this name`, { errno: code, syscall });
+  }
+  const error = errnoError(code, syscall, name, strerror(code));
+  return error instanceof PermissionDeniedError ? deniedWithFileOwner(error, what, path) : error;
 }
 
 /** The identity of a backing file, to tell whether a name still refers to the same object. */

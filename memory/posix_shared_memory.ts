@@ -67,10 +67,10 @@ import {
 import {
   backingPath,
   checkPosixName,
-  deniedWithFileOwner,
   type FileIdentity,
-  inspect,
+  openFailure as posixOpenFailure,
   sameObject,
+  unlinkFailure as posixUnlinkFailure,
 } from "../ffi/_posix_object.ts";
 import { O } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
@@ -570,33 +570,17 @@ function openFailure(name: string, path: string, code: number): Error {
         { errno: code, syscall: "shm_open" },
       );
   }
-  const error = errnoError(code, "shm_open", name, reason);
-  if (error instanceof PermissionDeniedError) {
-    return deniedWithFileOwner(error, `shared memory ${name}`, path);
-  }
-  const stat = inspect(path);
-  if (stat !== null && stat.type !== "file") {
-    return new PermissionDeniedError(
-      `${error.message}: ${path} is a ${stat.type}, not a shared memory object`,
-      {
-        errno: code,
-        syscall: "shm_open",
-      },
-    );
-  }
-  return error;
+  return posixOpenFailure("shm_open", code, `shared memory ${name}`, name, path, "a shared memory object");
 }
 
 /** The error for a failed shm_unlink(3). */
 function unlinkFailure(name: string, path: string, code: number): Error {
-  if (code === E.ENOENT) {
-    return new NotFoundError(`shm_unlink ${name} failed: no shared memory object has this name`, {
-      errno: code,
-      syscall: "shm_unlink",
-    });
-  }
-  const error = errnoError(code, "shm_unlink", name, strerror(code));
-  return error instanceof PermissionDeniedError
-    ? deniedWithFileOwner(error, `shared memory ${name}`, path)
-    : error;
+  return posixUnlinkFailure(
+    "shm_unlink",
+    code,
+    `shared memory ${name}`,
+    name,
+    path,
+    "shared memory object",
+  );
 }

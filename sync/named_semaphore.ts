@@ -65,10 +65,11 @@ import {
 import {
   backingPath,
   checkPosixName,
-  deniedWithFileOwner,
   type FileIdentity,
   inspect,
+  openFailure as posixOpenFailure,
   sameObject,
+  unlinkFailure as posixUnlinkFailure,
 } from "../ffi/_posix_object.ts";
 import { O } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
@@ -587,30 +588,10 @@ function openFailure(name: string, path: string, code: number): Error {
         { errno: code, syscall: "sem_open" },
       );
   }
-  const error = errnoError(code, "sem_open", name, reason);
-  if (error instanceof PermissionDeniedError) {
-    return deniedWithFileOwner(error, `named semaphore ${name}`, path);
-  }
-  const stat = inspect(path);
-  if (stat !== null && stat.type !== "file") {
-    return new PermissionDeniedError(`${error.message}: ${path} is a ${stat.type}, not a semaphore`, {
-      errno: code,
-      syscall: "sem_open",
-    });
-  }
-  return error;
+  return posixOpenFailure("sem_open", code, `named semaphore ${name}`, name, path, "a semaphore");
 }
 
 /** The error for a failed sem_unlink(3). */
 function unlinkFailure(name: string, path: string, code: number): Error {
-  if (code === E.ENOENT) {
-    return new NotFoundError(`sem_unlink ${name} failed: no named semaphore has this name`, {
-      errno: code,
-      syscall: "sem_unlink",
-    });
-  }
-  const error = errnoError(code, "sem_unlink", name, strerror(code));
-  return error instanceof PermissionDeniedError
-    ? deniedWithFileOwner(error, `named semaphore ${name}`, path)
-    : error;
+  return posixUnlinkFailure("sem_unlink", code, `named semaphore ${name}`, name, path, "named semaphore");
 }

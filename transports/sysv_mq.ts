@@ -89,7 +89,7 @@ import {
   PermissionDeniedError,
 } from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
-import { E, errno, lastError, libc, strerror } from "../ffi/libc.ts";
+import { E, errno, lastError, type Libc, libc, strerror } from "../ffi/libc.ts";
 import { decodeIpcPerm, DEFAULT_FTOK_PROJECT, ftokKey, IPC, keyHex, MSG, MSQID_DS } from "../ffi/sysv.ts";
 import { HelperErrno, onDetachedMessage, waitForMessage } from "../ffi/sysv_waiter.ts";
 import type {
@@ -224,7 +224,15 @@ export class SysvMessageQueue implements Transport {
   readonly #closer = new AbortController();
   readonly #receiveSpinner: Spinner;
   readonly #sendSpinner: Spinner;
+  // Looked up once: they run on every message.
+  readonly #msgsnd: Libc["msgsnd"];
+  readonly #msgrcv: Libc["msgrcv"];
   #closed = false;
+  // The caller's signal combined with close(), made once per caller's signal.
+  #lastSignal: AbortSignal | undefined;
+  #lastBoth: AbortSignal | undefined;
+  /** The filter of the receive now spinning (read by #retake). */
+  #spinFilter: ReceiveFilter = { type: 0, except: false };
 
   // Receive buffer: 8-byte mtype, then mtext. Views made once, remade on growth.
   #receive: Uint8Array<ArrayBuffer>;
@@ -254,6 +262,7 @@ export class SysvMessageQueue implements Transport {
     this.#name = address.startsWith(`${SCHEME}:id/`) ? address : `${address} (queue id ${id})`;
     this.#receiveSpinner = new Spinner(spin);
     this.#sendSpinner = new Spinner(spin);
+    ({ msgsnd: this.#msgsnd, msgrcv: this.#msgrcv } = libc());
     const kernelLimit = Math.min(limits.msgmax, limits.qbytes);
     const maxMessageSize = Math.min(kernelLimit, userLimit ?? kernelLimit);
     let reason: string;
@@ -453,7 +462,7 @@ export class SysvMessageQueue implements Transport {
   }
 
   #take(flags: number): ReceivedFrame | null {
-    const { msgrcv } = libc();
+    const msgrcv = this.#msgrcv;
     for (let grown = 0, odd = 0;;) {
       const n = Number(msgrcv(this.#id, this.#receive, this.#receiveCapacity, this.#filterTypeBig, flags));
       if (n >= 0) return this.#frame(n);
@@ -530,7 +539,11 @@ export class SysvMessageQueue implements Transport {
    */
   receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame> {
     try {
-      const frame = this.tryReceive(filter) ?? this.#receiveSpinner.spin(() => this.#retake(filter));
+      let frame = this.tryReceive(filter);
+      if (!frame) {
+        this.#spinFilter = filter;
+        frame = this.#receiveSpinner.spin(this.#retake) ?? null;
+      }
       if (frame) return Promise.resolve(frame);
     } catch (error) {
       return Promise.reject(error);
@@ -538,14 +551,21 @@ export class SysvMessageQueue implements Transport {
     return this.#receiveSlowly(filter, signal);
   }
 
-  #retake(filter: ReceiveFilter): ReceivedFrame | undefined {
-    return this.tryReceive(filter) ?? undefined;
+  readonly #retake = (): ReceivedFrame | undefined => this.tryReceive(this.#spinFilter) ?? undefined;
+
+  /** The caller's signal combined with close(), made once per caller's signal. */
+  #both(signal: AbortSignal): AbortSignal {
+    if (signal !== this.#lastSignal) {
+      this.#lastSignal = signal;
+      this.#lastBoth = AbortSignal.any([signal, this.#closer.signal]);
+    }
+    return this.#lastBoth!;
   }
 
   async #receiveSlowly(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame> {
-    const both = AbortSignal.any([signal, this.#closer.signal]);
+    const both = this.#both(signal);
     const flags = filter.except ? MSG.EXCEPT : 0;
-    const type = BigInt(filter.type);
+    const type = this.#filterTypeBig; // set for this filter by the tryReceive before
     for (let odd = 0;;) {
       let outcome;
       try {
@@ -603,7 +623,7 @@ export class SysvMessageQueue implements Transport {
 
   /** One msgsnd from `buffer`: true when sent, false when the queue is full. */
   #attempt(buffer: Uint8Array, length: bigint): boolean {
-    const { msgsnd } = libc();
+    const msgsnd = this.#msgsnd;
     for (let odd = 0;;) {
       if (msgsnd(this.#id, buffer, length, IPC.NOWAIT) === 0) return true;
       const code = errno();
@@ -681,13 +701,15 @@ export class SysvMessageQueue implements Transport {
     if (this.#attempt(buffer, length)) return undefined;
     // Full. Spin a little, with gaps: a receiver is likely making room, and
     // back-to-back failing msgsnd calls would contend for the queue's lock.
-    if (this.#sendSpinner.spin(() => this.#attempt(buffer, length) || gap(SEND_SPIN_GAP_US))) {
-      return undefined;
-    }
+    if (this.#sendSpinner.spin(this.#resend)) return undefined;
     this.#checkRoom(data.length);
     // Keep a copy: the send buffer is shared with later calls.
     return this.#sendSlowly(buffer.slice(0, 8 + data.length), length, signal);
   }
+
+  /** One more msgsnd of the prepared message, or a gap (for the send spin). */
+  readonly #resend = (): true | undefined =>
+    this.#attempt(this.#send, this.#sendLengthBig) || gap(SEND_SPIN_GAP_US);
 
   /**
    * Waits for room by polling: the kernel cannot wake a non-blocking sender.
@@ -696,7 +718,7 @@ export class SysvMessageQueue implements Transport {
    * timers backing off to {@linkcode MAX_SEND_PAUSE_MS}.
    */
   async #sendSlowly(buffer: Uint8Array, length: bigint, signal: AbortSignal): Promise<void> {
-    const both = AbortSignal.any([signal, this.#closer.signal]);
+    const both = this.#both(signal);
     const start = performance.now();
     let pause = 0;
     for (;;) {
