@@ -12,7 +12,7 @@ import { errnoError, type IpcError, PermissionDeniedError } from "../errors.ts";
 import { cString } from "./cstring.ts";
 import { F, O } from "./constants.ts";
 import { closeFd, fchmodFd, fstatFd } from "./fd.ts";
-import { E, errno, libc, need, strerror } from "./libc.ts";
+import { E, errno, lastError, libc, need, strerror } from "./libc.ts";
 import { type FileStat, FLOCK } from "./structs.ts";
 import { IPC, SEM, SEMBUF, SEMID_DS } from "./sysv.ts";
 
@@ -52,7 +52,7 @@ export function openObject(
       else {
         const code = errno();
         if (code === E.EINTR) continue;
-        if (code !== E.EEXIST || options.exclusive) throw errnoError(code, "shm_open", name, strerror(code));
+        if (code !== E.EEXIST || options.exclusive) throw lastError("shm_open", name);
       }
     }
     if (fd < 0) {
@@ -62,7 +62,7 @@ export function openObject(
         if (code === E.EINTR) continue;
         // Removed between the two calls: create it on the next round.
         if (options.create && code === E.ENOENT && attempt < 8) continue;
-        throw errnoError(code, "shm_open", name, strerror(code));
+        throw lastError("shm_open", name);
       }
     }
     try {
@@ -123,33 +123,17 @@ export function sizeObject(fd: number, size: number, reserve: boolean, label: st
   throw error;
 }
 
-/**
- * The current fstat of a descriptor.
- *
- * @param fd The descriptor.
- * @returns The stat.
- */
-export function statObject(fd: number): FileStat {
-  return fstatFd(fd);
-}
-
-/**
- * Closes a descriptor (its open-file-description locks go with it).
- *
- * @param fd The descriptor.
- */
-export function closeObject(fd: number): void {
-  closeFd(fd);
-}
-
 // -- the ring's System V semaphore set ----------------------------------------------
 //
 // One semaphore per slot, used only to wake a parked owner. The state lives in
 // the kernel: no peer can corrupt it by scribbling over the shared memory (a
 // scribbled `sem_t` makes glibc abort the whole process).
 
+// The post operation: only `sem_num` changes from call to call.
 const sembuf = new Uint8Array(SEMBUF.size);
 const sembufView = new DataView(sembuf.buffer);
+sembufView.setInt16(SEMBUF.sem_op, 1, true);
+sembufView.setInt16(SEMBUF.sem_flg, IPC.NOWAIT, true);
 
 /**
  * Creates a private set of `count` semaphores, all 0 (semget with
@@ -195,8 +179,6 @@ export function semaphoreCount(id: number): number {
  */
 export function postSemaphore(id: number, index: number): boolean {
   sembufView.setUint16(SEMBUF.sem_num, index, true);
-  sembufView.setInt16(SEMBUF.sem_op, 1, true);
-  sembufView.setInt16(SEMBUF.sem_flg, IPC.NOWAIT, true);
   const { semop } = libc();
   for (;;) {
     if (semop(id, sembuf, 1n) === 0) return true;

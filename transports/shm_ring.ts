@@ -73,7 +73,6 @@ import {
 import { delay } from "../ffi/_delay.ts";
 import { checkPosixName } from "../ffi/_posix_object.ts";
 import {
-  closeObject,
   createSemaphores,
   lockBytes,
   lockedByte,
@@ -83,12 +82,11 @@ import {
   resetSemaphore,
   semaphoreCount,
   sizeObject,
-  statObject,
   unlinkObject,
 } from "../ffi/_ring_sys.ts";
 import { SemaphoreWaiter, type WaitOutcome } from "../ffi/_ring_waiter.ts";
 import { E, libc, strerror } from "../ffi/libc.ts";
-import { fstatFd } from "../ffi/fd.ts";
+import { closeFd, fstatFd } from "../ffi/fd.ts";
 import { Mapping } from "../ffi/mmap.ts";
 import { Presence } from "../sync/presence.ts";
 import type {
@@ -261,6 +259,7 @@ const BUSY = -1;
 const EMPTY = 0;
 /** Payloads up to this many bytes are copied out word by word (no view allocated). */
 const WORD_COPY_LIMIT = 256;
+const EMPTY_BYTES = new Uint8Array(0);
 
 /**
  * One process's handle on a shared-memory ring.
@@ -298,6 +297,9 @@ export class ShmRing implements Transport {
   readonly #maskWords: number;
   readonly #slot: number;
   readonly #slotI: number;
+  /** Int32 indices of this slot's cursor and flags words. */
+  readonly #cursorI: number;
+  readonly #flagsI: number;
   readonly #bitWord: number;
   readonly #bit: number;
   readonly #token: number;
@@ -327,6 +329,8 @@ export class ShmRing implements Transport {
   #seqHi = 0;
   #last = 0;
   #blocker = -1; // broadcast block: the subscriber holding producers back
+  #retryData: Uint8Array = EMPTY_BYTES; // send: the payload being spun on
+  #retryType = 0;
 
   // Consumer state.
   #writeCache = 0;
@@ -336,6 +340,9 @@ export class ShmRing implements Transport {
   #expectHi = 0;
   #missed = 0;
   #scratch: Uint8Array<ArrayBuffer>;
+  /** The length and type of the frame `#frameAt` last checked. */
+  #frameLength = 0;
+  #frameType = 0;
   /** The frame object handed to batch sinks (reused: valid only during the call). */
   readonly #lent: ReceivedFrame = { data: new Uint8Array(0), type: 1, priority: 0 };
   #scratchWords: Int32Array<ArrayBuffer>;
@@ -354,6 +361,7 @@ export class ShmRing implements Transport {
     slot: number,
     token: number,
     created: boolean,
+    permissions: number,
     sendMax: number,
     options: ShmRingOptions,
   ) {
@@ -374,6 +382,8 @@ export class ShmRing implements Transport {
     this.#drop = geometry.drop;
     this.#slot = slot;
     this.#slotI = (L.SLOT_TABLE + slot * L.SLOT_SIZE) >> 2;
+    this.#cursorI = this.#slotI + (L.S_CURSOR >> 2);
+    this.#flagsI = this.#slotI + (L.S_FLAGS >> 2);
     this.#bitWord = slot >> 5;
     this.#bit = 1 << (slot & 31);
     this.#token = token;
@@ -418,13 +428,7 @@ export class ShmRing implements Transport {
     };
     // Presence, as every ipcbus transport records it, for `ipcbus ls`/`gc` (the slot locks answer
     // the same question from inside the ring: see inspectShmRing).
-    let permissions = 0o600;
-    try {
-      permissions = fstatFd(fd).permissions & 0o666;
-    } catch {
-      // keep the default
-    }
-    this.#presence = Presence.hold(`${SCHEME}:${name}`, { mode: permissions });
+    this.#presence = Presence.hold(`${SCHEME}:${name}`, { mode: permissions & 0o666 });
   }
 
   /**
@@ -466,6 +470,7 @@ export class ShmRing implements Transport {
     const { fd, created } = opened;
     let mapping: Mapping | undefined;
     let semid = -1;
+    let ring: ShmRing | undefined;
     try {
       let geometry: Geometry;
       if (created) {
@@ -497,15 +502,21 @@ export class ShmRing implements Transport {
       }
       const sendMax = Math.min(geometry.max, wanted ?? geometry.max);
       const [slot, token] = claimSlot(mapping, fd, name, geometry);
-      const ring = new ShmRing(name, fd, mapping, geometry, slot, token, created, sendMax, options);
+      // A created object has exactly the mode asked for (openObject's stat predates its fchmod).
+      const objectMode = created ? permissions : opened.stat.permissions;
+      ring = new ShmRing(name, fd, mapping, geometry, slot, token, created, objectMode, sendMax, options);
       ring.#adopt();
       if (ring.#broadcast && options.subscribe === true) ring.#subscribeNow();
       return ring;
     } catch (error) {
-      mapping?.unmap();
-      closeObject(fd);
+      if (ring !== undefined) ring.close(); // also releases its slot and presence
+      else {
+        mapping?.unmap();
+        closeFd(fd);
+      }
       if (created) {
         unlinkObject(name);
+        if (ring !== undefined) Presence.forget(`${SCHEME}:${name}`);
         if (semid >= 0) removeSemaphores(semid);
       }
       throw error;
@@ -553,7 +564,7 @@ export class ShmRing implements Transport {
         mapping.unmap();
       }
     } finally {
-      closeObject(fd);
+      closeFd(fd);
     }
     const code = unlinkObject(name);
     if (code !== 0) throw explainUnlink(code, name);
@@ -608,9 +619,13 @@ export class ShmRing implements Transport {
     if (first === SENT) return undefined;
     // Spin on a read-only look at the ring, and take the lock only when there is room: retrying
     // the locked attempt would keep pulling the read position's cache line from the consumers.
-    const size = data.length;
-    const attempt = () => (this.#hasRoom(size) && this.#put(data, type) === SENT) || undefined;
-    if (this.#sendSpinner.spin(attempt)) return undefined;
+    this.#retryData = data;
+    this.#retryType = type;
+    try {
+      if (this.#sendSpinner.spin(this.#retryPut)) return undefined;
+    } finally {
+      this.#retryData = EMPTY_BYTES; // do not keep the caller's buffer
+    }
     return this.#sendSlowly(data.slice(), type, signal);
   }
 
@@ -644,6 +659,11 @@ export class ShmRing implements Transport {
     if (sent > 0 && Atomics.load(h, iR_DATA_WAITERS) !== 0) this.#wake(iDATA_MASK, iR_DATA_WAITERS, true);
     return sent;
   }
+
+  /** The spin attempt of `send` (made once): puts `#retryData` when there is room. */
+  readonly #retryPut = (): true | undefined =>
+    (this.#hasRoom(this.#retryData.length) && this.#put(this.#retryData, this.#retryType) === SENT) ||
+    undefined;
 
   #checkSize(length: number): void {
     if (length > this.#sendMax) {
@@ -801,6 +821,8 @@ export class ShmRing implements Transport {
   }
 
   async #sendSlowly(data: Uint8Array, type: number, signal: AbortSignal): Promise<void> {
+    const size = data.length;
+    const ready = () => this.#hasRoom(size);
     let busy = 0;
     for (;;) {
       this.#checkOpen();
@@ -814,8 +836,7 @@ export class ShmRing implements Transport {
         continue;
       }
       busy = 0;
-      const size = data.length;
-      const parked = await this.#park(iSPACE_MASK, iW_SPACE_WAITERS, () => this.#hasRoom(size), signal);
+      const parked = await this.#park(iSPACE_MASK, iW_SPACE_WAITERS, ready, signal);
       if (!parked && this.#broadcast) this.#dropDeadSubscribers();
     }
   }
@@ -888,10 +909,7 @@ export class ShmRing implements Transport {
       this.#checkSink();
       const first = this.#take(null, 1);
       if (typeof first !== "number") return Promise.resolve(first);
-      const spun = this.#receiveSpinner.spin(() => {
-        const got = this.#take(null, 1);
-        return typeof got === "number" ? undefined : got;
-      });
+      const spun = this.#receiveSpinner.spin(this.#retryTake);
       if (spun) return Promise.resolve(spun);
     } catch (error) {
       return Promise.reject(error);
@@ -921,6 +939,12 @@ export class ShmRing implements Transport {
     const got = this.#take(sink, Math.floor(max));
     return typeof got === "number" ? Math.max(0, got) : 1;
   }
+
+  /** The spin attempt of `receive` (made once). */
+  readonly #retryTake = (): ReceivedFrame | undefined => {
+    const got = this.#take(null, 1);
+    return typeof got === "number" ? undefined : got;
+  };
 
   #checkSink(): void {
     if (this.#inSink) throw new TypeError(`${SCHEME}: a batch sink may not receive from the same ring`);
@@ -963,14 +987,14 @@ export class ShmRing implements Transport {
       while (avail !== 0 && taken < max) {
         const at = this.#base + (r & this.#mask);
         const size = this.#frameAt(at, avail);
-        const i = at >> 2;
         r = (r + size) | 0;
         avail -= size;
-        if (h[i + 1] === L.PAD_TYPE) continue;
+        const type = this.#frameType;
+        if (type === L.PAD_TYPE) continue;
         taken++;
-        const length = h[i];
+        const length = this.#frameLength;
         if (sink === null) {
-          frame = { data: this.#copyOut(at + L.FRAME_HEADER, length), type: h[i + 1] >>> 0, priority: 0 };
+          frame = { data: this.#copyOut(at + L.FRAME_HEADER, length), type: type >>> 0, priority: 0 };
           break;
         }
         // Valid only during the sink call: small payloads are copied into the
@@ -979,7 +1003,7 @@ export class ShmRing implements Transport {
         lent.data = length <= WORD_COPY_LIMIT
           ? this.#copyOut(at + L.FRAME_HEADER, length)
           : this.#u8.subarray(at + L.FRAME_HEADER, at + L.FRAME_HEADER + length);
-        lent.type = h[i + 1] >>> 0;
+        lent.type = type >>> 0;
         sink(lent);
         if (this.#closed) break;
       }
@@ -1017,12 +1041,18 @@ export class ShmRing implements Transport {
     return avail;
   }
 
-  /** Validates the frame at byte `at` of the segment, with `avail` committed bytes from it; returns its size. */
+  /**
+   * Validates the frame at byte `at` of the segment, with `avail` committed bytes from it; returns its size.
+   * Its length and type, read once, are left in `#frameLength` and `#frameType`: callers use those, never
+   * re-read the header (a peer may change it after the check).
+   */
   #frameAt(at: number, avail: number): number {
     const h = this.#h;
     const i = at >> 2;
     const length = h[i] >>> 0;
     const type = h[i + 1];
+    this.#frameLength = length;
+    this.#frameType = type;
     const offset = at - this.#base;
     const limit = type === L.PAD_TYPE ? this.#cap : this.#max;
     if (length > limit) {
@@ -1074,8 +1104,7 @@ export class ShmRing implements Transport {
   #takeBroadcast(sink: ((frame: ReceivedFrame) => void) | null, max: number): ReceivedFrame | number {
     if (!this.#subscribed && !this.#subscribeNow()) return BUSY;
     const h = this.#h;
-    const flags = (L.SLOT_TABLE + this.#slot * L.SLOT_SIZE + L.S_FLAGS) >> 2;
-    if ((Atomics.load(h, flags) & L.SUBSCRIBED) === 0) {
+    if ((Atomics.load(h, this.#flagsI) & L.SUBSCRIBED) === 0) {
       // A producer judged this subscriber dead: what was sent since is gone.
       if (!this.#resync()) return BUSY;
     }
@@ -1110,8 +1139,8 @@ export class ShmRing implements Transport {
       let seqOk = true;
       try {
         size = this.#frameAt(at, avail);
-        type = h[i + 1] >>> 0;
-        length = h[i];
+        type = this.#frameType >>> 0;
+        length = this.#frameLength;
         if (this.#drop && type !== L.PAD_TYPE) {
           seqOk = h[i + 2] === this.#expectLo && h[i + 3] === this.#expectHi;
         }
@@ -1170,7 +1199,7 @@ export class ShmRing implements Transport {
         this.#inSink = false;
         this.#pins--;
         if (!this.#released) {
-          Atomics.store(h, (L.SLOT_TABLE + this.#slot * L.SLOT_SIZE + L.S_CURSOR) >> 2, c);
+          Atomics.store(h, this.#cursorI, c);
         }
         if (this.#closed && this.#pins === 0) this.#release();
       }
@@ -1178,7 +1207,7 @@ export class ShmRing implements Transport {
     }
     if (this.#cursor !== start || c !== start) {
       this.#cursor = c;
-      Atomics.store(h, (L.SLOT_TABLE + this.#slot * L.SLOT_SIZE + L.S_CURSOR) >> 2, c);
+      Atomics.store(h, this.#cursorI, c);
       if (!this.#drop && Atomics.load(h, iW_SPACE_WAITERS) !== 0) {
         this.#wake(iSPACE_MASK, iW_SPACE_WAITERS, true);
       }
@@ -1202,8 +1231,8 @@ export class ShmRing implements Transport {
       this.#writeCache = w;
       this.#expectLo = h[iW_SEQ_LO];
       this.#expectHi = h[iW_SEQ_HI];
-      Atomics.store(h, (L.SLOT_TABLE + this.#slot * L.SLOT_SIZE + L.S_CURSOR) >> 2, w);
-      Atomics.or(h, (L.SLOT_TABLE + this.#slot * L.SLOT_SIZE + L.S_FLAGS) >> 2, L.SUBSCRIBED);
+      Atomics.store(h, this.#cursorI, w);
+      Atomics.or(h, this.#flagsI, L.SUBSCRIBED);
       Atomics.or(h, iSUB_MASK + this.#bitWord, this.#bit);
       this.#subscribed = true;
     } finally {
@@ -1243,7 +1272,7 @@ export class ShmRing implements Transport {
         for (let hop = 0; avail !== 0 && hop < 4; hop++) {
           const at = this.#base + (t & this.#mask);
           const size = this.#frameAt(at, avail);
-          if (h[(at >> 2) + 1] !== L.PAD_TYPE) {
+          if (this.#frameType !== L.PAD_TYPE) {
             seqLo = h[(at >> 2) + 2];
             seqHi = h[(at >> 2) + 3];
             break;
@@ -1259,8 +1288,8 @@ export class ShmRing implements Transport {
       this.#writeCache = w;
       this.#expectLo = seqLo;
       this.#expectHi = seqHi;
-      Atomics.store(h, (L.SLOT_TABLE + this.#slot * L.SLOT_SIZE + L.S_CURSOR) >> 2, position);
-      Atomics.or(h, (L.SLOT_TABLE + this.#slot * L.SLOT_SIZE + L.S_FLAGS) >> 2, L.SUBSCRIBED);
+      Atomics.store(h, this.#cursorI, position);
+      Atomics.or(h, this.#flagsI, L.SUBSCRIBED);
       Atomics.or(h, iSUB_MASK + this.#bitWord, this.#bit);
     } finally {
       Atomics.store(h, iW_LOCK, 0);
@@ -1294,9 +1323,11 @@ export class ShmRing implements Transport {
         continue;
       }
       busy = 0;
-      await this.#park(iDATA_MASK, iR_DATA_WAITERS, () => this.#hasData(), signal);
+      await this.#park(iDATA_MASK, iR_DATA_WAITERS, this.#dataReady, signal);
     }
   }
+
+  readonly #dataReady = (): boolean => this.#hasData();
 
   /** Readiness probe of a waiting receive. */
   #hasData(): boolean {
@@ -1461,7 +1492,7 @@ export class ShmRing implements Transport {
 
   /** Waits a little while a lock is busy: turns of the event loop, then timers up to 5 ms. */
   async #backoff(round: number, signal: AbortSignal): Promise<void> {
-    const both = AbortSignal.any([signal, this.#closer.signal]);
+    const both = signal === this.#lastSignal ? this.#lastBoth! : this.#combine(signal);
     try {
       if (round < 4) await nextTurn(both);
       else await delay(Math.min(5, 1 << Math.min(round - 4, 3)), both);
@@ -1546,7 +1577,7 @@ export class ShmRing implements Transport {
     const slotI = this.#slotI;
     if (this.#subscribed) {
       Atomics.and(h, iSUB_MASK + this.#bitWord, ~this.#bit);
-      Atomics.and(h, slotI + (L.S_FLAGS >> 2), ~L.SUBSCRIBED);
+      Atomics.and(h, this.#flagsI, ~L.SUBSCRIBED);
       if (Atomics.load(h, iW_SPACE_WAITERS) !== 0) this.#wake(iSPACE_MASK, iW_SPACE_WAITERS, true);
     }
     // Leave the wait masks before the slot can pass to another process.
@@ -1559,7 +1590,7 @@ export class ShmRing implements Transport {
     Atomics.store(h, slotI + (L.S_STATE >> 2), 0);
     this.#closer.abort(this.#closedError());
     this.#waiter?.stop();
-    closeObject(this.#fd);
+    closeFd(this.#fd);
     this.#presence?.release();
     if (this.#pins === 0) this.#release();
   }
@@ -1789,7 +1820,7 @@ function awaitSize(fd: number, name: string, timeout: number): number {
   const deadline = performance.now() + timeout;
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
-    const size = statObject(fd).size;
+    const size = fstatFd(fd).size;
     if (size !== 0) {
       const min = L.dataOffset(L.MIN_SLOTS) + L.MIN_CAPACITY;
       const max = L.dataOffset(L.MAX_SLOTS) + L.MAX_CAPACITY;
@@ -2073,7 +2104,7 @@ export function inspectShmRing(address: string): ShmRingStat {
       mapping.unmap();
     }
   } finally {
-    closeObject(fd);
+    closeFd(fd);
   }
 }
 
