@@ -13,6 +13,7 @@
 import { errnoError } from "../errors.ts";
 import { MAP, PROT } from "./constants.ts";
 import { errno, libc } from "./libc.ts";
+import { pageSize } from "./sysv.ts";
 
 /** How to map. */
 export interface MapOptions {
@@ -129,7 +130,7 @@ export class Mapping {
    */
   sync(options: { async?: boolean; invalidate?: boolean; start?: number; length?: number } = {}): void {
     const pointer = this.pointer;
-    const page = 4096;
+    const page = pageSize();
     const start = Math.floor((options.start ?? 0) / page) * page;
     const end = Math.min(this.#length, (options.start ?? 0) + (options.length ?? this.#length));
     if (end <= start) return;

@@ -233,7 +233,13 @@ export class MappedFile implements Disposable {
       return file;
     } catch (error) {
       file.#release();
-      if (created) libc().unlink(new TextEncoder().encode(`${path}\0`));
+      if (created) {
+        try {
+          unlinkPath(path);
+        } catch {
+          // Best effort: the error that made the open fail is the one to report.
+        }
+      }
       throw error;
     }
   }

@@ -367,22 +367,20 @@ export class FileLock implements Disposable {
     const signal = user ? AbortSignal.any([user, this.#closer.signal]) : this.#closer.signal;
     try {
       for (let pause = 0;;) {
+        let probed = false;
         if (this.kind === "ofd" && !this.#overlapsHeld(start, length) && canProbeLock()) {
           const probe = this.#openProbe(shared);
           if (probe >= 0) {
             try {
               await probeLock(probe, type, start, length, signal, () => closeFd(probe));
+              probed = true;
             } catch (error) {
               if (!(error instanceof FileHelperErrno)) throw error;
-              // ENOLCK or the like on the probe: fall back to polling below.
-              pause = Math.min(POLL_MAX_MS, pause * 2 || POLL_MIN_MS);
-              await delay(pause, signal);
+              // ENOLCK or the like on the probe: poll instead.
             }
-          } else {
-            pause = Math.min(POLL_MAX_MS, pause * 2 || POLL_MIN_MS);
-            await delay(pause, signal);
           }
-        } else {
+        }
+        if (!probed) {
           pause = Math.min(POLL_MAX_MS, pause * 2 || POLL_MIN_MS);
           await delay(pause, signal);
         }

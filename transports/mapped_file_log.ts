@@ -82,7 +82,7 @@ import {
 } from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
 import { F } from "../ffi/constants.ts";
-import { type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
+import { closeFd, type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
 import { FileHelperErrno, futexWait, futexWake, type SyncRange, syncRanges } from "../ffi/file_waiter.ts";
 import { E, errno, libc, strerror } from "../ffi/libc.ts";
 import { FLOCK } from "../ffi/structs.ts";
@@ -307,6 +307,8 @@ const SEND_LOCK_SPIN_US = 200;
 /** Longest futex wait of a parked receive before it looks again (the bound on a missed wake-up). */
 const WAIT_SLICE_MS = 50;
 const TWO_32 = 4294967296;
+/** Frames up to this many bytes are copied out word by word (measured: faster than `subarray` + `set`). */
+const SMALL_COPY = 256;
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -352,10 +354,14 @@ export class MappedFileLog implements Transport, Disposable {
   readonly #durability: Durability;
   readonly #syncInterval: number;
   readonly #lockRequest = new Uint8Array(FLOCK.size);
+  readonly #fcntlLock = libc().fcntl_lock;
+  readonly #pageSize = pageSize();
   readonly #unlockRequest = new Uint8Array(FLOCK.size);
   readonly #closer = new AbortController();
   readonly #one: Uint8Array[] = [EMPTY];
   readonly #receiveSpinner: Spinner;
+  /** The spinner's attempt, made once (not a closure per receive). */
+  readonly #attempt = (): ReceivedFrame | undefined => this.#take() ?? undefined;
   readonly #onLoss: ((loss: LogLoss) => void) | undefined;
   #closed = false;
 
@@ -509,7 +515,7 @@ export class MappedFileLog implements Transport, Disposable {
       try {
         stat = fstatFd(fd); // the file this call made: ours, regular, with `mode`
       } catch (error) {
-        libc().close(fd);
+        closeFd(fd);
         throw error;
       }
     }
@@ -517,7 +523,7 @@ export class MappedFileLog implements Transport, Disposable {
     try {
       file = MappedFile.fromFd(fd, { path });
     } catch (error) {
-      libc().close(fd);
+      closeFd(fd);
       throw error;
     }
     let lock: FileLock | undefined;
@@ -539,7 +545,7 @@ export class MappedFileLog implements Transport, Disposable {
 
   /** Tries the append lock, retrying for up to `spinMicros`; false when another writer holds it. */
   #tryLockAppend(spinMicros: number): boolean {
-    const { fcntl_lock } = libc();
+    const fcntl_lock = this.#fcntlLock;
     const fd = this.#fd;
     const request = this.#lockRequest;
     let deadline = 0;
@@ -558,7 +564,7 @@ export class MappedFileLog implements Transport, Disposable {
   }
 
   #unlockAppend(): void {
-    libc().fcntl_lock(this.#fd, F.OFD_SETLK, this.#unlockRequest);
+    this.#fcntlLock(this.#fd, F.OFD_SETLK, this.#unlockRequest);
   }
 
   /**
@@ -566,9 +572,9 @@ export class MappedFileLog implements Transport, Disposable {
    * needed, writes each frame, then publishes the write position. At most
    * half the ring goes in one call, so a batch never overwrites itself.
    *
-   * @returns How many frames were appended.
+   * @returns How many frames were appended, from `frames[first]` on.
    */
-  #append(frames: readonly Uint8Array[], type: number, limit = frames.length): number {
+  #append(frames: readonly Uint8Array[], type: number, first = 0): number {
     const words = this.#words;
     const bytes = this.#bytes;
     const capacity = this.#capacity;
@@ -586,9 +592,10 @@ export class MappedFileLog implements Transport, Disposable {
     const high = (write / TWO_32) >>> 0;
     const budget = capacity / 2;
     const start = write;
+    const limit = frames.length - first;
     let count = 0;
     for (; count < limit; count++) {
-      const data = frames[count];
+      const data = frames[first + count];
       const length = data.length;
       const size = align8(FRAME_HEADER + length);
       let phys = write % capacity;
@@ -788,27 +795,32 @@ export class MappedFileLog implements Transport, Disposable {
     signal: AbortSignal,
   ): Promise<void> {
     const awaited = this.#durability === "sync";
+    for (const data of frames) this.#checkSend(data, type);
     let sent = 0;
     while (sent < frames.length) {
-      const rest = sent === 0 ? frames : frames.slice(sent);
-      for (const data of rest) this.#checkSend(data, type);
+      if (this.#closed) throw new ChannelClosedError(`${this.info.address} is closed`);
       let count = 0;
       if (this.#tryLockAppend(TRY_LOCK_SPIN_US)) {
         try {
-          count = this.#append(rest, type);
+          count = this.#append(frames, type, sent);
         } finally {
           this.#unlockAppend();
         }
         this.#afterAppend(awaited);
       } else {
-        count = await this.#sendSlowly(rest, type, signal);
+        count = await this.#sendSlowly(frames, type, signal, sent);
       }
       sent += count;
     }
     if (awaited) await this.#flushTo(this.#appendedUpTo, signal);
   }
 
-  async #sendSlowly(frames: readonly Uint8Array[], type: number, signal: AbortSignal): Promise<number> {
+  async #sendSlowly(
+    frames: readonly Uint8Array[],
+    type: number,
+    signal: AbortSignal,
+    first = 0,
+  ): Promise<number> {
     const both = AbortSignal.any([signal, this.#closer.signal]);
     let held: HeldLock;
     try {
@@ -820,7 +832,7 @@ export class MappedFileLog implements Transport, Disposable {
     }
     let count: number;
     try {
-      count = this.#append(frames, type);
+      count = this.#append(frames, type, first);
     } finally {
       held.unlock();
     }
@@ -872,7 +884,7 @@ export class MappedFileLog implements Transport, Disposable {
   #syncRanges(from: number, to: number): SyncRange[] {
     const pointer = this.#pointer;
     const capacity = this.#capacity;
-    const page = pageSize();
+    const page = this.#pageSize;
     const ranges: SyncRange[] = [{ pointer, offset: 0, length: RING_OFFSET }];
     const add = (start: number, end: number) => {
       const offset = RING_OFFSET + start - (start % page);
@@ -1137,8 +1149,16 @@ export class MappedFileLog implements Transport, Disposable {
       this.#data = this.#rx.subarray(FRAME_HEADER, FRAME_HEADER);
     }
     const rx = this.#rx;
-    rx.set(this.#bytes.subarray(at, at + total));
     const words = this.#rxWords;
+    if (total <= SMALL_COPY) {
+      // Word by word: cheaper than a subarray view (an allocation) per message for small frames. The
+      // frame's bytes up to the next multiple of 4 lie inside its ring slot (slots are 8-aligned).
+      const from = at >>> 2;
+      const mapped = this.#words;
+      for (let i = 0, n = (total + 3) >>> 2; i < n; i++) words[i] = mapped[from + i];
+    } else {
+      rx.set(this.#bytes.subarray(at, at + total));
+    }
     return words[1] === length && words[3] === tagOf(position) &&
       words[0] === xxh32(words, rx, 4, total - 4);
   }
@@ -1227,7 +1247,7 @@ export class MappedFileLog implements Transport, Disposable {
    */
   receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame> {
     try {
-      const frame = this.tryReceive(filter) ?? this.#receiveSpinner.spin(() => this.#take() ?? undefined);
+      const frame = this.tryReceive(filter) ?? this.#receiveSpinner.spin(this.#attempt);
       if (frame) return Promise.resolve(frame);
     } catch (error) {
       return Promise.reject(error);
