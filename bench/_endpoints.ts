@@ -171,6 +171,27 @@ function spinArgs(spin: number | undefined): string[] {
   return spin === undefined ? [] : [`--spin=${spin}`];
 }
 
+/** `echo_child.ts MODE DOWN UP`, started with `Deno.Command`. */
+function spawnQueueChild(mode: "fifo" | "sysv" | "posix", down: string, up: string, spin?: number) {
+  return new Deno.Command(Deno.execPath(), {
+    args: [...CHILD_FLAGS, CHILD, mode, down, up, ...spinArgs(spin)],
+    stdin: "piped", // never written: the child exits when it closes (when this process dies)
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+}
+
+/** Asks a child that outlives the end of its queue (a FIFO or POSIX queue reader) to quit. */
+async function sendQuit(tx: Channel<unknown>, tags: { type?: number; priority?: number }): Promise<void> {
+  try {
+    if (!tx.trySend(new Uint8Array(0), tags)) {
+      await tx.send(new Uint8Array(0), { ...tags, signal: AbortSignal.timeout(500) });
+    }
+  } catch {
+    // The child is gone or stuck: it is killed afterwards.
+  }
+}
+
 function killQuietly(child: ChildProcess | Deno.ChildProcess): void {
   try {
     child.kill("SIGKILL");
@@ -197,12 +218,7 @@ export async function ipcbusFifo(dir: string, spin?: number): Promise<Endpoint> 
   let child: Deno.ChildProcess | undefined;
   try {
     rx = await open<unknown>(`fifo:${up}`, options);
-    child = new Deno.Command(Deno.execPath(), {
-      args: [...CHILD_FLAGS, CHILD, "fifo", down, up, ...spinArgs(spin)],
-      stdin: "piped", // never written: the child exits when it closes (when this process dies)
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
+    child = spawnQueueChild("fifo", down, up, spin);
   } catch (error) {
     rx?.close();
     tx.close();
@@ -212,13 +228,7 @@ export async function ipcbusFifo(dir: string, spin?: number): Promise<Endpoint> 
   const [r, c] = [rx, child];
   return new ChannelEndpoint(tx, r, "bytes", true, async () => {
     // A FIFO reader outlives its writers, so ask the child to quit.
-    try {
-      if (!tx.trySend(new Uint8Array(0), { type: T.QUIT })) {
-        await tx.send(new Uint8Array(0), { type: T.QUIT, signal: AbortSignal.timeout(500) });
-      }
-    } catch {
-      // The child is gone or stuck: it is killed below.
-    }
+    await sendQuit(tx, kindTags("type", T.QUIT));
     tx.close();
     r.close();
     await c.stdin.close().catch(() => {});
@@ -241,12 +251,7 @@ export async function ipcbusSysv(spin?: number): Promise<Endpoint> {
   let child: Deno.ChildProcess | undefined;
   try {
     rx = await open<unknown>("sysv-mq:private", options);
-    child = new Deno.Command(Deno.execPath(), {
-      args: [...CHILD_FLAGS, CHILD, "sysv", tx.info.address, rx.info.address, ...spinArgs(spin)],
-      stdin: "piped", // never written: the child exits when it closes (when this process dies)
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
+    child = spawnQueueChild("sysv", tx.info.address, rx.info.address, spin);
   } catch (error) {
     await Promise.allSettled([tx.unlink(), rx?.unlink()]);
     tx.close();
@@ -281,12 +286,7 @@ export async function ipcbusPosix(spin?: number): Promise<Endpoint> {
   let child: Deno.ChildProcess | undefined;
   try {
     rx = await open<unknown>(`posix-mq:${name}-up`, options);
-    child = new Deno.Command(Deno.execPath(), {
-      args: [...CHILD_FLAGS, CHILD, "posix", tx.info.address, rx.info.address, ...spinArgs(spin)],
-      stdin: "piped", // never written: the child exits when it closes (when this process dies)
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
+    child = spawnQueueChild("posix", tx.info.address, rx.info.address, spin);
   } catch (error) {
     tx.close();
     rx?.close();
@@ -296,14 +296,7 @@ export async function ipcbusPosix(spin?: number): Promise<Endpoint> {
   const [r, c] = [rx, child];
   return new ChannelEndpoint(tx, r, "bytes", true, async () => {
     // Removing a POSIX queue's name does not wake its waiters: ask the child to quit.
-    const quit = kindTags("priority", T.QUIT);
-    try {
-      if (!tx.trySend(new Uint8Array(0), quit)) {
-        await tx.send(new Uint8Array(0), { ...quit, signal: AbortSignal.timeout(500) });
-      }
-    } catch {
-      // The child is gone or stuck: it is killed below.
-    }
+    await sendQuit(tx, kindTags("priority", T.QUIT));
     tx.close();
     r.close();
     await c.stdin.close().catch(() => {});

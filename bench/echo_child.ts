@@ -104,6 +104,15 @@ async function serveRaw(reader: FrameReader, write: (bytes: Uint8Array) => Promi
   }
 }
 
+/** Exits when the parent closes (or loses) our stdin. */
+function exitWhenStdinEnds(): void {
+  (async () => {
+    const buffer = new Uint8Array(16);
+    while (await Deno.stdin.read(buffer) !== null);
+    Deno.exit(0);
+  })();
+}
+
 const spinArg = Deno.args.find((arg) => arg.startsWith("--spin="));
 const spin = spinArg === undefined ? undefined : Number(spinArg.slice("--spin=".length));
 const [mode, ...rest] = Deno.args.filter((arg) => arg !== spinArg);
@@ -120,11 +129,7 @@ switch (mode) {
   case "fifo": {
     // A FIFO reader never sees the end of the stream (it waits for the next
     // writer), so the parent also holds our stdin: its end means the parent is gone.
-    (async () => {
-      const buffer = new Uint8Array(16);
-      while (await Deno.stdin.read(buffer) !== null);
-      Deno.exit(0);
-    })();
+    exitWhenStdinEnds();
     const [down, up] = rest;
     const options = { codec: bytesView as never, writers: "single", spin };
     using rx = await open<unknown>(`fifo:${down}`, options);
@@ -132,32 +137,16 @@ switch (mode) {
     await serveChannel(rx, tx, "bytes");
     break;
   }
-  case "sysv": {
-    // The parent removes both queues when done (our receive then ends); its
-    // end of our stdin covers a parent that died first.
-    (async () => {
-      const buffer = new Uint8Array(16);
-      while (await Deno.stdin.read(buffer) !== null);
-      Deno.exit(0);
-    })();
-    const [down, up] = rest;
-    using rx = await open<unknown>(down, { codec: bytesView as never, spin });
-    using tx = await open<unknown>(up, { codec: bytes as never, spin });
-    await serveChannel(rx, tx, "bytes");
-    break;
-  }
+  case "sysv":
   case "posix": {
-    // Removing a POSIX queue's name does not end a receive: the parent sends
-    // QUIT, and its end of our stdin covers a parent that died first.
-    (async () => {
-      const buffer = new Uint8Array(16);
-      while (await Deno.stdin.read(buffer) !== null);
-      Deno.exit(0);
-    })();
+    // The parent removes a System V queue when done (our receive then ends);
+    // removing a POSIX queue's name does not end a receive, so there the parent
+    // sends QUIT. Its end of our stdin covers a parent that died first.
+    exitWhenStdinEnds();
     const [down, up] = rest;
     using rx = await open<unknown>(down, { codec: bytesView as never, spin });
     using tx = await open<unknown>(up, { codec: bytes as never, spin });
-    await serveChannel(rx, tx, "bytes", "priority");
+    await serveChannel(rx, tx, "bytes", mode === "posix" ? "priority" : undefined);
     break;
   }
   case "stdio":

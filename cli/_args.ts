@@ -7,7 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { UsageError } from "./_output.ts";
+import { HelpRequested, UsageError } from "./_output.ts";
 
 /** An option of {@linkcode parse}: a flag or a string (repeatable with `multiple`). */
 export type OptionSpec =
@@ -18,31 +18,35 @@ export type OptionSpec =
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
 /**
- * Parses a subcommand's arguments (`--help`/`-h` is always accepted).
+ * Parses a subcommand's arguments (`--help`/`-h` is always accepted: it
+ * throws {@linkcode HelpRequested}, which the dispatcher turns into the help text).
  *
  * @param args The arguments after the subcommand.
  * @param options The options it accepts.
  * @param command The subcommand, for usage errors.
  * @returns Values and positionals.
  * @throws {UsageError} For an unknown option or a missing value.
+ * @throws {HelpRequested} For `--help` or `-h`.
  */
 export function parse(
   args: readonly string[],
   options: Record<string, OptionSpec>,
   command: string,
 ): { values: Values; positionals: string[] } {
+  let parsed;
   try {
-    const { values, positionals } = parseArgs({
+    parsed = parseArgs({
       args: [...args],
       options: { ...options, help: { type: "boolean", short: "h" } },
       allowPositionals: true,
       strict: true,
     });
-    return { values: { ...values } as Values, positionals };
   } catch (error) {
     const message = error instanceof Error ? error.message.split("\n").join(" ") : String(error);
     throw new UsageError(message, command);
   }
+  if (parsed.values.help) throw new HelpRequested(command);
+  return { values: { ...parsed.values } as Values, positionals: parsed.positionals };
 }
 
 /**

@@ -182,10 +182,6 @@ export async function bench(args: readonly string[]): Promise<number> {
     from: { type: "string" },
     source: { type: "string" },
   }, "bench");
-  if (values.help) {
-    printLines([BENCH_HELP]);
-    return 0;
-  }
   const chart = typeof values.chart === "string" ? values.chart : undefined;
   if (typeof values.from === "string") {
     if (positionals.length || values.quick || values.runs || values.spin || values.out) {

@@ -585,10 +585,6 @@ export async function doctor(args: readonly string[]): Promise<number> {
     "limits-only": { type: "boolean" },
     json: { type: "boolean" },
   }, "doctor");
-  if (values.help) {
-    printLines([DOCTOR_HELP]);
-    return 0;
-  }
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`, "doctor");
   const uid = effectiveUid();
   const system = {

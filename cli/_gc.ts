@@ -14,7 +14,7 @@
  * @module
  */
 
-import { Presence, registeredSchemes } from "../mod.ts";
+import { Presence } from "../mod.ts";
 import { parse } from "./_args.ts";
 import { inventory, type IpcObject } from "./_inventory.ts";
 import { matches, objectFilter } from "./_ls.ts";
@@ -59,13 +59,6 @@ export interface GcResult {
   reason: string;
 }
 
-/** The scheme a channel kind needs to be opened (and removed) through the public API. */
-function schemeOf(object: IpcObject): string | null {
-  if (object.kind === "posix-mq") return "posix-mq";
-  if (object.kind === "posix-shm" && object.channelAddress?.startsWith("shm:")) return "shm";
-  return null;
-}
-
 async function collect(object: IpcObject, dryRun: boolean): Promise<GcResult> {
   const base = { ref: object.ref, kind: object.kind, name: object.name, id: object.id };
   const record = object.presence;
@@ -81,14 +74,6 @@ async function collect(object: IpcObject, dryRun: boolean): Promise<GcResult> {
       ...base,
       result: "kept",
       reason: "stale, but file: logs are durable data and gc never deletes them (ipcbus rm to delete)",
-    };
-  }
-  const scheme = schemeOf(object);
-  if (object.exists !== false && scheme && !registeredSchemes().includes(scheme)) {
-    return {
-      ...base,
-      result: "skipped",
-      reason: `stale, but this ipcbus has no ${scheme}: transport to remove it`,
     };
   }
   const what = object.exists === false ? "stale record of an object that is gone" : "stale";
@@ -124,10 +109,6 @@ export async function gc(args: readonly string[]): Promise<number> {
     owner: { type: "string" },
     json: { type: "boolean" },
   }, "gc");
-  if (values.help) {
-    printLines([GC_HELP]);
-    return 0;
-  }
   const filter = objectFilter(values, "gc");
   const dryRun = values["dry-run"] === true;
   const found = inventory();

@@ -139,21 +139,10 @@ export function parseRecordAddress(address: string): { kind: string; name: strin
   return { kind: scheme === "shm" ? "posix-shm" : scheme, name: rest, id: null };
 }
 
-interface Draft {
-  kind: string;
-  name: string;
-  id: number | null;
-  ref: string;
-  channelAddress: string | null;
-  uid: number | null;
-  mode: number | null;
-  size?: number | null;
-  semaphores?: number | null;
-  messages?: number | null;
-  attached?: number | null;
-  exists: boolean | null;
-  details: Record<string, unknown>;
-}
+/** An object as a lister sees it; {@linkcode finish} adds the owner's name and the presence facts. */
+type Draft =
+  & Pick<IpcObject, "kind" | "name" | "id" | "ref" | "channelAddress" | "uid" | "mode" | "exists" | "details">
+  & Partial<Pick<IpcObject, "size" | "semaphores" | "messages" | "attached">>;
 
 type Records = Map<string, { address: string; state: PresenceState; uid: number }>;
 

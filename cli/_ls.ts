@@ -124,10 +124,6 @@ export function ls(args: readonly string[]): number {
     ipcbus: { type: "boolean" },
     json: { type: "boolean" },
   }, "ls");
-  if (values.help) {
-    printLines([LS_HELP]);
-    return 0;
-  }
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`, "ls");
   const filter = objectFilter(values, "ls");
   const found = inventory();

@@ -45,6 +45,21 @@ export class OutputClosed extends Error {
   }
 }
 
+/** Thrown by `parse` for `--help`/`-h`: the dispatcher prints the subcommand's help, exit code 0. */
+export class HelpRequested extends Error {
+  /** The subcommand whose help to print. */
+  readonly command: string;
+
+  /**
+   * @param command The subcommand.
+   */
+  constructor(command: string) {
+    super(`help for ${command}`);
+    this.name = "HelpRequested";
+    this.command = command;
+  }
+}
+
 /** ANSI styles, or identity functions when colour is off. */
 export interface Style {
   /** Whether colour is on. */

@@ -60,10 +60,6 @@ export async function rm(args: readonly string[]): Promise<number> {
     yes: { type: "boolean", short: "y" },
     json: { type: "boolean" },
   }, "rm");
-  if (values.help) {
-    printLines([RM_HELP]);
-    return 0;
-  }
   const targets = parseTargets(positionals, "rm");
   const found = inventory();
   const outcomes: Outcome[] = [];

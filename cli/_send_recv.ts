@@ -8,7 +8,7 @@
 
 import { bytes, type Channel, ChannelClosedError, json, open, type OpenOptions } from "../mod.ts";
 import { intOption, listOption, parse, type Values } from "./_args.ts";
-import { describeError, eprintln, Failure, printLines, println, UsageError, writeOut } from "./_output.ts";
+import { describeError, eprintln, Failure, println, UsageError, writeOut } from "./_output.ts";
 
 const OPEN_OPTIONS = `  --create        create the object when it does not exist
   --exclusive     with --create: fail when it exists
@@ -180,10 +180,6 @@ export async function send(args: readonly string[]): Promise<number> {
     type: { type: "string" },
     priority: { type: "string" },
   }, "send");
-  if (values.help) {
-    printLines([SEND_HELP]);
-    return 0;
-  }
   if (positionals.length !== 2) {
     throw new UsageError(
       positionals.length < 2 ? "give a URL and DATA (or - to read standard input)" : "too many arguments",
@@ -266,10 +262,6 @@ export async function recv(args: readonly string[]): Promise<number> {
     follow: { type: "boolean", short: "f" },
     json: { type: "boolean" },
   }, "recv");
-  if (values.help) {
-    printLines([RECV_HELP]);
-    return 0;
-  }
   if (positionals.length !== 1) {
     throw new UsageError(positionals.length ? "too many arguments" : "give the URL to receive from", "recv");
   }

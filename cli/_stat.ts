@@ -59,8 +59,7 @@ export interface StatReport {
  */
 async function look(object: IpcObject): Promise<{ channel: StatReport["channel"]; stat: unknown }> {
   // A POSIX shared memory object may be an ipcbus ring without a presence record: try it as one.
-  const ringCandidate = object.kind === "posix-shm" && registeredSchemes().includes("shm");
-  const address = object.channelAddress ?? (ringCandidate ? `shm:${object.name}` : null);
+  const address = object.channelAddress ?? (object.kind === "posix-shm" ? `shm:${object.name}` : null);
   if (address === null || object.exists === false) return { channel: null, stat: null };
   const scheme = address.slice(0, address.indexOf(":"));
   if (!registeredSchemes().includes(scheme)) {
@@ -201,10 +200,6 @@ function render(report: StatReport, s: Style): string[] {
  */
 export async function stat(args: readonly string[]): Promise<number> {
   const { values, positionals } = parse(args, { json: { type: "boolean" } }, "stat");
-  if (values.help) {
-    printLines([STAT_HELP]);
-    return 0;
-  }
   const targets = parseTargets(positionals, "stat");
   const found = inventory();
   const reports: StatReport[] = [];

@@ -207,55 +207,43 @@ export function resourceLimit(title: string): ResourceLimit | null {
   return null;
 }
 
-/** A row of `/proc/sysvipc/msg`. */
-export interface SysvQueueRow {
+/** The columns every `/proc/sysvipc` table has. */
+export interface SysvRow {
   key: number;
   id: number;
+  /** Permission bits (without the flags above 0o777). */
   mode: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  changeTime: Date | null;
+}
+
+/** A row of `/proc/sysvipc/msg`. */
+export interface SysvQueueRow extends SysvRow {
   bytes: number;
   messages: number;
   lastSendPid: number;
   lastReceivePid: number;
-  uid: number;
-  gid: number;
-  cuid: number;
-  cgid: number;
   lastSendTime: Date | null;
   lastReceiveTime: Date | null;
-  changeTime: Date | null;
 }
 
 /** A row of `/proc/sysvipc/sem`. */
-export interface SysvSemaphoreRow {
-  key: number;
-  id: number;
-  mode: number;
+export interface SysvSemaphoreRow extends SysvRow {
   count: number;
-  uid: number;
-  gid: number;
-  cuid: number;
-  cgid: number;
   lastOpTime: Date | null;
-  changeTime: Date | null;
 }
 
 /** A row of `/proc/sysvipc/shm`. */
-export interface SysvSegmentRow {
-  key: number;
-  id: number;
-  /** Permission bits, without the SHM_DEST and SHM_LOCKED flags. */
-  mode: number;
+export interface SysvSegmentRow extends SysvRow {
   size: number;
   creatorPid: number;
   lastPid: number;
   attached: number;
-  uid: number;
-  gid: number;
-  cuid: number;
-  cgid: number;
   lastAttachTime: Date | null;
   lastDetachTime: Date | null;
-  changeTime: Date | null;
   /** IPC_RMID was called: destroyed when the last process detaches. */
   removed: boolean;
   /** Locked in memory (SHM_LOCK). */
@@ -275,6 +263,20 @@ function table(path: string): Record<string, string>[] | null {
 
 const time = (text: string): Date | null => (text && text !== "0" ? new Date(Number(text) * 1000) : null);
 
+/** The common columns of a `/proc/sysvipc` row; `idColumn` is `msqid`, `semid` or `shmid`. */
+function sysvRow(r: Record<string, string>, idColumn: string): SysvRow {
+  return {
+    key: Number(r.key) >>> 0,
+    id: Number(r[idColumn]),
+    mode: parseInt(r.perms, 8) & 0o777,
+    uid: Number(r.uid),
+    gid: Number(r.gid),
+    cuid: Number(r.cuid),
+    cgid: Number(r.cgid),
+    changeTime: time(r.ctime),
+  };
+}
+
 /**
  * The System V message queues (`/proc/sysvipc/msg` lists every queue, whatever its mode).
  *
@@ -282,20 +284,13 @@ const time = (text: string): Date | null => (text && text !== "0" ? new Date(Num
  */
 export function sysvQueues(): SysvQueueRow[] | null {
   return table("/proc/sysvipc/msg")?.map((r) => ({
-    key: Number(r.key) >>> 0,
-    id: Number(r.msqid),
-    mode: parseInt(r.perms, 8) & 0o777,
+    ...sysvRow(r, "msqid"),
     bytes: Number(r.cbytes),
     messages: Number(r.qnum),
     lastSendPid: Number(r.lspid),
     lastReceivePid: Number(r.lrpid),
-    uid: Number(r.uid),
-    gid: Number(r.gid),
-    cuid: Number(r.cuid),
-    cgid: Number(r.cgid),
     lastSendTime: time(r.stime),
     lastReceiveTime: time(r.rtime),
-    changeTime: time(r.ctime),
   })) ?? null;
 }
 
@@ -306,16 +301,9 @@ export function sysvQueues(): SysvQueueRow[] | null {
  */
 export function sysvSemaphores(): SysvSemaphoreRow[] | null {
   return table("/proc/sysvipc/sem")?.map((r) => ({
-    key: Number(r.key) >>> 0,
-    id: Number(r.semid),
-    mode: parseInt(r.perms, 8) & 0o777,
+    ...sysvRow(r, "semid"),
     count: Number(r.nsems),
-    uid: Number(r.uid),
-    gid: Number(r.gid),
-    cuid: Number(r.cuid),
-    cgid: Number(r.cgid),
     lastOpTime: time(r.otime),
-    changeTime: time(r.ctime),
   })) ?? null;
 }
 
@@ -328,20 +316,13 @@ export function sysvSegments(): SysvSegmentRow[] | null {
   return table("/proc/sysvipc/shm")?.map((r) => {
     const perms = parseInt(r.perms, 8);
     return {
-      key: Number(r.key) >>> 0,
-      id: Number(r.shmid),
-      mode: perms & 0o777,
+      ...sysvRow(r, "shmid"),
       size: Number(r.size),
       creatorPid: Number(r.cpid),
       lastPid: Number(r.lpid),
       attached: Number(r.nattch),
-      uid: Number(r.uid),
-      gid: Number(r.gid),
-      cuid: Number(r.cuid),
-      cgid: Number(r.cgid),
       lastAttachTime: time(r.atime),
       lastDetachTime: time(r.dtime),
-      changeTime: time(r.ctime),
       removed: (perms & 0o1000) !== 0,
       locked: (perms & 0o2000) !== 0,
     };

@@ -8,14 +8,14 @@
  * @module
  */
 
-import * as ipcbus from "../mod.ts";
 import {
-  type Channel,
   FrameError,
+  NamedSemaphore,
   NotFoundError,
   open,
+  PosixSharedMemory,
   Presence,
-  registeredSchemes,
+  ShmRing,
   SysvMessageQueue,
   SysvSemaphoreSet,
   SysvSharedMemory,
@@ -210,7 +210,7 @@ function unlisted(kind: Kind, name: string): IpcObject | null {
       details: { path: name, gid: row.gid, modified: row.modified },
     };
   }
-  if (kind === "posix-mq" && mqueueMount() !== "/dev/mqueue" && registeredSchemes().includes("posix-mq")) {
+  if (kind === "posix-mq" && mqueueMount() !== "/dev/mqueue") {
     // Cannot be listed; the queue may still exist: opening it will tell.
     return {
       ...base,
@@ -270,9 +270,8 @@ export interface Removal {
 /**
  * Removes an object (and its presence record) through the public API: a
  * channel's object with `open(address)` then `unlink()`, System V sets and
- * segments with their classes' `remove()`, other POSIX objects by unlinking
- * their file under `/dev/shm` or the mqueue mount (which is what
- * shm_unlink(3), sem_unlink(3) and mq_unlink(3) do).
+ * segments with their classes' `remove()`, POSIX shared memory, rings and
+ * named semaphores with their classes' static `unlink(name)`.
  *
  * @param object The object, as listed.
  * @returns What was done.
@@ -302,69 +301,19 @@ export async function removeObject(object: IpcObject): Promise<Removal> {
 }
 
 /**
- * Unlinks a POSIX shared memory object or named semaphore with the class's
- * static `unlink(name)` when this ipcbus exports it, else by removing its
- * file under /dev/shm, which is what glibc's shm_unlink(3) and sem_unlink(3)
- * do (Deno allows removing there with `--allow-write`).
- */
-function unlinkPosixName(
-  className: "PosixSharedMemory" | "NamedSemaphore",
-  name: string,
-  path: string,
-): void {
-  const exported = (ipcbus as Record<string, unknown>)[className] as
-    | { unlink?: (name: string) => void }
-    | undefined;
-  if (typeof exported?.unlink === "function") {
-    exported.unlink(name);
-    return;
-  }
-  try {
-    Deno.removeSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) {
-      throw new Failure(`removing ${path} needs --allow-write (or ${className}.unlink, not exported yet)`);
-    }
-    throw error;
-  }
-}
-
-/**
  * Removes a POSIX shared memory object. An ipcbus `shm:` ring is removed
- * as a ring (its private semaphore set goes with it: removing only the name
- * would leak the set): with `ShmRing.unlink` when this ipcbus exports it,
- * else by opening it as a channel and unlinking. Anything that is not a
- * ring (`FrameError`: wrong magic or size) is shm_unlink'ed.
+ * as a ring with `ShmRing.unlink` (its private semaphore set goes with it:
+ * removing only the name would leak the set). Anything that is not a ring
+ * (`FrameError`: wrong magic or size) is shm_unlink'ed.
  */
-async function removeSharedMemory(name: string): Promise<string> {
-  const ringClass = (ipcbus as Record<string, unknown>).ShmRing as
-    | { unlink?: (name: string) => void }
-    | undefined;
-  const asRing = "unlinked the shm: ring and its semaphore set";
-  if (typeof ringClass?.unlink === "function") {
-    try {
-      ringClass.unlink(name);
-      return asRing;
-    } catch (error) {
-      if (!(error instanceof FrameError)) throw error;
-    }
-  } else if (registeredSchemes().includes("shm")) {
-    let channel: Channel<unknown> | undefined;
-    try {
-      channel = await open(`shm:${name}`, { initTimeout: 0 });
-    } catch (error) {
-      if (!(error instanceof FrameError)) throw error;
-    }
-    if (channel) {
-      try {
-        await channel.unlink();
-      } finally {
-        channel.close();
-      }
-      return asRing;
-    }
+function removeSharedMemory(name: string): string {
+  try {
+    ShmRing.unlink(name);
+    return "unlinked the shm: ring and its semaphore set";
+  } catch (error) {
+    if (!(error instanceof FrameError)) throw error;
   }
-  unlinkPosixName("PosixSharedMemory", name, `/dev/shm${name}`);
+  PosixSharedMemory.unlink(name);
   return "shm_unlink";
 }
 
@@ -378,7 +327,6 @@ async function unlinkChannel(address: string): Promise<void> {
 }
 
 async function removeKernelObject(object: IpcObject): Promise<string> {
-  const schemes = registeredSchemes();
   switch (object.kind) {
     case "sysv-mq": {
       const queue = SysvMessageQueue.open(`id/${object.id}`);
@@ -403,26 +351,19 @@ async function removeKernelObject(object: IpcObject): Promise<string> {
         ? `shmctl(IPC_RMID): destroyed when its ${object.attached} attachment(s) detach`
         : "shmctl(IPC_RMID)";
     }
-    case "posix-mq": {
-      if (!schemes.includes("posix-mq")) throw new Failure("this ipcbus has no posix-mq: transport");
+    case "posix-mq":
       await unlinkChannel(`posix-mq:${object.name}`);
       return "mq_unlink";
-    }
     case "posix-shm":
-      return await removeSharedMemory(object.name);
+      return removeSharedMemory(object.name);
     case "posix-sem":
-      unlinkPosixName("NamedSemaphore", object.name, `/dev/shm/sem.${object.name.slice(1)}`);
+      NamedSemaphore.unlink(object.name);
       return "sem_unlink";
     case "fifo":
       await unlinkChannel(`fifo:${object.name}`);
       return `unlinked ${object.name}`;
     case "file":
-      if (schemes.includes("file")) {
-        await unlinkChannel(`file:${object.name}`);
-      } else {
-        if (!lstat(object.name)?.isFile) throw new Failure(`${object.name} is not a regular file`);
-        Deno.removeSync(object.name);
-      }
+      await unlinkChannel(`file:${object.name}`);
       return `deleted the log ${object.name}`;
     default:
       throw new Failure(`no way to remove ${object.kind}: objects here (no transport registered for it)`);

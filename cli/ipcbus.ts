@@ -27,7 +27,16 @@ import { bench, BENCH_HELP } from "./_bench.ts";
 import { doctor, DOCTOR_HELP, pipeEcho } from "./_doctor.ts";
 import { gc, GC_HELP } from "./_gc.ts";
 import { ls, LS_HELP } from "./_ls.ts";
-import { describeError, eprintln, EXIT, Failure, OutputClosed, printLines, UsageError } from "./_output.ts";
+import {
+  describeError,
+  eprintln,
+  EXIT,
+  Failure,
+  HelpRequested,
+  OutputClosed,
+  printLines,
+  UsageError,
+} from "./_output.ts";
 import { rm, RM_HELP } from "./_rm.ts";
 import { recv, RECV_HELP, send, SEND_HELP } from "./_send_recv.ts";
 import { stat, STAT_HELP } from "./_stat.ts";
@@ -96,6 +105,10 @@ export async function main(args: readonly string[]): Promise<number> {
     return await command.run(rest);
   } catch (error) {
     if (error instanceof OutputClosed) return EXIT.ok;
+    if (error instanceof HelpRequested) {
+      printLines([COMMANDS[error.command].help]);
+      return EXIT.ok;
+    }
     if (error instanceof UsageError) {
       const which = error.command ? `ipcbus ${error.command}` : "ipcbus";
       eprintln(`${which}: ${error.message}`);
