@@ -124,6 +124,10 @@ class Helper {
   done: Promise<Outcome> | undefined;
   /** Callers awaiting `done` (the worker is ref'd while there are any). */
   #holders = 0;
+  /** Whether the thread has stopped (it threw, or was terminated): `done` rejects then. */
+  dead = false;
+  /** Rejects when the thread stops, so no wait on it can hang. */
+  readonly #died: Promise<never>;
 
   constructor() {
     const sab = new SharedArrayBuffer(SAB_BYTES);
@@ -132,6 +136,17 @@ class Helper {
     this.sops = new Uint8Array(sab, SOPS_OFFSET);
     this.worker = new Worker(HELPER_SOURCE, { eval: true, workerData: { sab, path: libcPath() } });
     this.worker.unref();
+    let fail!: (error: Error) => void;
+    this.#died = new Promise<never>((_, reject) => fail = reject);
+    this.#died.catch(() => {}); // reported through `done`
+    const die = (cause: unknown) => {
+      if (this.dead) return;
+      this.dead = true;
+      fail(new Error("the System V helper thread stopped", { cause }));
+    };
+    this.worker.on("error", die);
+    this.worker.on("exit", (code: number) => die(new Error(`exit code ${code}`)));
+    all.add(this);
   }
 
   start(op: number, id: number, flags: number, type: bigint): void {
@@ -146,11 +161,14 @@ class Helper {
     Atomics.notify(ia, 0);
     const result = Atomics.waitAsync(ia, 0, REQUEST);
     const finished = result.async ? result.value : Promise.resolve();
-    this.done = finished.then(() => {
-      const outcome = { result: ia[6], errno: ia[7], type: this.big[4] };
-      Atomics.store(ia, 0, IDLE);
-      return outcome;
-    });
+    this.done = Promise.race([
+      finished.then(() => {
+        const outcome = { result: ia[6], errno: ia[7], type: this.big[4] };
+        Atomics.store(ia, 0, IDLE);
+        return outcome;
+      }),
+      this.#died,
+    ]);
   }
 
   hold(): void {
@@ -167,8 +185,25 @@ const idle: Helper[] = [];
 const detached = new Map<string, Helper[]>();
 let detachedCount = 0;
 
+/** Every helper thread made, dead or alive (for {@linkcode stopHelperThreads}). */
+const all = new Set<Helper>();
+
+/**
+ * Stops every helper thread of this module (for tests of what a wait does
+ * when its thread dies: it rejects rather than hang).
+ *
+ * @internal
+ * @returns Settles once the threads have stopped.
+ */
+export async function stopHelperThreads(): Promise<void> {
+  const helpers = [...all];
+  all.clear();
+  await Promise.all(helpers.map((helper) => helper.worker.terminate()));
+}
+
 function takeHelper(): Helper {
-  return idle.pop() ?? new Helper();
+  for (let helper; (helper = idle.pop());) if (!helper.dead) return helper;
+  return new Helper();
 }
 
 /** What {@linkcode waitForMessage} found. */
@@ -207,7 +242,7 @@ export async function waitForMessage(
     outcome = await abortable(helper.done!, signal);
   } catch (error) {
     // Leave the probe parked in the kernel for the next wait on this key.
-    detach(key, helper, qid);
+    if (!helper.dead) detach(key, helper, qid);
     throw error;
   } finally {
     helper.letGo();
@@ -229,16 +264,20 @@ function detach(key: string, helper: Helper, qid: number): void {
   parked.push(helper);
   detached.set(key, parked);
   detachedCount++;
-  helper.done!.then((outcome) => {
+  const leave = (): boolean => {
     const list = detached.get(key);
     const at = list?.indexOf(helper) ?? -1;
-    if (at < 0) return; // adopted meanwhile: the adopter handles the outcome
+    if (at < 0) return false; // adopted meanwhile: the adopter handles the outcome
     list!.splice(at, 1);
     detachedCount--;
     if (list!.length === 0) detached.delete(key);
+    return true;
+  };
+  helper.done!.then((outcome) => {
+    if (!leave()) return;
     idle.push(helper);
     if (outcome.result === RESULT_TAKEN) putBack?.(qid, outcome.type);
-  });
+  }, leave);
 }
 
 /** The bounded fallback: probe without waiting, back off, repeat. */
@@ -318,7 +357,7 @@ export async function semaphoreOperation(
     throw error;
   } finally {
     helper.letGo();
-    helper.done!.then(() => idle.push(helper));
+    helper.done!.then(() => idle.push(helper), () => {});
   }
 }
 
