@@ -12,6 +12,8 @@ import { bytes } from "../codec.ts";
 import { Channel } from "../channel.ts";
 import { open } from "../open.ts";
 import { PosixSharedMemory } from "../memory/posix_shared_memory.ts";
+import { SysvSemaphoreSet } from "../sync/sysv_semaphore_set.ts";
+import { Presence } from "../sync/presence.ts";
 import { inspectShmRing, ShmRing } from "../transports/shm_ring.ts";
 import * as L from "../transports/_ring_layout.ts";
 import { lstatPath } from "../ffi/fd.ts";
@@ -588,4 +590,20 @@ Deno.test("shm: a channel over ShmRing works with the bytes codec and for-await"
 
 Deno.test("shm: the tests left nothing in /dev/shm", async () => {
   assert.deepEqual((await listShm()).filter((name) => name.includes(RUN)), []);
+});
+
+Deno.test("a ring whose name was removed by hand: the last close drops its presence record", () => {
+  const name = fresh();
+  const ring = ShmRing.open(name, { create: true, capacity: 4096 });
+  const semaphores = ring.info.semaphoreSet as number;
+  try {
+    assert.equal(Presence.probe(`shm:${name}`), "live");
+    PosixSharedMemory.unlink(name); // as `rm /dev/shm/...` would: the ring code is not told
+    ring.close();
+    assert.equal(Presence.probe(`shm:${name}`), "unknown");
+  } finally {
+    ring.close();
+    SysvSemaphoreSet.open({ id: semaphores, initTimeout: 0 }).remove(); // left behind by the hand removal
+    cleanUp();
+  }
 });

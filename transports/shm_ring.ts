@@ -71,7 +71,7 @@ import {
   MessageTooLargeError,
 } from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
-import { checkPosixName } from "../ffi/_posix_object.ts";
+import { backingPath, checkPosixName, inspect } from "../ffi/_posix_object.ts";
 import {
   createSemaphores,
   lockBytes,
@@ -1592,6 +1592,11 @@ export class ShmRing implements Transport {
     this.#waiter?.stop();
     closeFd(this.#fd);
     this.#presence?.release();
+    // The ring's name removed by someone else (rm in /dev/shm) while we had it: drop its presence
+    // record, which nobody can use any more (as the other transports do).
+    if (this.#presence && inspect(backingPath(this.#name, "")) === null) {
+      Presence.forget(`${SCHEME}:${this.#name}`);
+    }
     if (this.#pins === 0) this.#release();
   }
 
