@@ -68,6 +68,7 @@ import {
   backingPath,
   checkPosixName,
   type FileIdentity,
+  inspect,
   openFailure as posixOpenFailure,
   sameObject,
   unlinkFailure as posixUnlinkFailure,
@@ -275,6 +276,8 @@ export class PosixSharedMemory {
       if (fd >= 0) break;
       const code = errno();
       if (code === E.EINTR) continue;
+      // errno can be stale (see ffi/libc.ts): an ENOENT for a name whose file is there is retried.
+      if (code === E.ENOENT && attempt < 3 && inspect(path) !== null) continue;
       // ENOENT after EEXIST: unlinked in between; try to create it again.
       if (!create || code !== E.ENOENT || attempt >= 8) throw openFailure(name, path, code);
     }

@@ -247,6 +247,8 @@ export class NamedSemaphore {
       pointer = open(cname, 0, 0, 0);
       if (pointer !== null) break;
       const code = errno();
+      // errno can be stale (see ffi/libc.ts): an ENOENT for a name whose file is there is retried.
+      if (code === E.ENOENT && attempt < 3 && inspect(path) !== null) continue;
       // ENOENT after EEXIST: unlinked in between; try to create it again.
       if (!create || code !== E.ENOENT || attempt >= 8) throw openFailure(name, path, code);
     }
