@@ -824,6 +824,7 @@ export class ShmRing implements Transport {
     const size = data.length;
     const ready = () => this.#hasRoom(size);
     let busy = 0;
+    let disagree = 0;
     for (;;) {
       this.#checkOpen();
       const result = this.#put(data, type);
@@ -836,6 +837,12 @@ export class ShmRing implements Transport {
         continue;
       }
       busy = 0;
+      if (ready()) {
+        // No room for the put, room by the probe: see #receiveSlowly (yield after a few).
+        if (++disagree > 2) await this.#backoff(disagree, signal);
+        continue;
+      }
+      disagree = 0;
       const parked = await this.#park(iSPACE_MASK, iW_SPACE_WAITERS, ready, signal);
       if (!parked && this.#broadcast) this.#dropDeadSubscribers();
     }
@@ -1311,6 +1318,7 @@ export class ShmRing implements Transport {
 
   async #receiveSlowly(signal: AbortSignal): Promise<ReceivedFrame> {
     let busy = 0;
+    let disagree = 0;
     for (;;) {
       this.#checkOpen();
       const got = this.#take(null, 1);
@@ -1323,6 +1331,14 @@ export class ShmRing implements Transport {
         continue;
       }
       busy = 0;
+      if (this.#hasData()) {
+        // The take found nothing, the probe says there is something: a producer racing us (look
+        // again), or positions a peer scribbled. Parking would return at once, every time, in
+        // microtasks only: no timer (no abort, no timeout) could ever run. Yield after a few.
+        if (++disagree > 2) await this.#backoff(disagree, signal);
+        continue;
+      }
+      disagree = 0;
       await this.#park(iDATA_MASK, iR_DATA_WAITERS, this.#dataReady, signal);
     }
   }
