@@ -138,6 +138,11 @@ class Queue {
   }
 }
 
+/** A transport's result that is still to come (a transport may return the value itself). */
+function isPromise<R>(value: R | Promise<R>): value is Promise<R> {
+  return typeof (value as { then?: unknown }).then === "function";
+}
+
 function abortable<R>(promise: Promise<R>, signal: AbortSignal): Promise<R> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
@@ -285,7 +290,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#receives.length === 0) {
       this.#throwDeferred();
       const frame = this.#transport.tryReceive(filter);
-      if (frame !== null) return await this.#decode(frame);
+      if (frame !== null) return this.#decode(frame);
+      // Nothing yet: the transport's bounded spin often gets the frame without parking, and then
+      // hands it over without a promise (a round trip pays no queue, settle or decode promise).
+      const signal = this.#signal(options.signal);
+      const got = this.#transport.receive(filter, signal);
+      if (!isPromise(got)) return this.#decode(got);
+      return await this.#receives.run(
+        signal,
+        async () => this.#decode(await this.#settle(got, options.signal)),
+      );
     }
     const signal = this.#signal(options.signal);
     return await this.#receives.run(signal, async () => {
@@ -835,7 +849,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /** Maps an abort caused by `close()` to ChannelClosedError, and a user abort to its reason. */
-  async #settle<R>(promise: Promise<R>, user: AbortSignal | undefined): Promise<R> {
+  async #settle<R>(promise: R | Promise<R>, user: AbortSignal | undefined): Promise<R> {
     try {
       return await promise;
     } catch (error) {
@@ -869,10 +883,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return result instanceof Promise ? result.then(check) : check(result);
   }
 
-  async #decode(frame: ReceivedFrame): Promise<Message<T>> {
+  /** The message of a frame: at once, or (with a schema) once validated. */
+  #decode(frame: ReceivedFrame): Message<T> | Promise<Message<T>> {
     const value = this.#decodeValue(frame.data);
     const type = frame.type;
     const priority = frame.priority;
-    return { value: this.#schema ? await this.#validate(value) : value, type, priority };
+    if (!this.#schema) return { value, type, priority };
+    const checked = this.#validate(value);
+    return checked instanceof Promise
+      ? checked.then((valid) => ({ value: valid, type, priority }))
+      : { value: checked, type, priority };
   }
 }

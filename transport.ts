@@ -125,8 +125,13 @@ export interface Transport {
    * @throws {ChannelClosedError} When the peer has gone for good.
    */
   tryReceive(filter: ReceiveFilter): ReceivedFrame | null;
-  /** Receives, waiting for a frame; rejects with `signal.reason` on abort. */
-  receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame>;
+  /**
+   * Receives, waiting for a frame; rejects with `signal.reason` on abort.
+   * Returns the frame itself (not a promise) when it got one without parking,
+   * at once or within its bounded spin, so the caller pays no promise for it.
+   * Errors always come as a rejected promise.
+   */
+  receive(filter: ReceiveFilter, signal: AbortSignal): ReceivedFrame | Promise<ReceivedFrame>;
   /**
    * Optional: sends a prefix of `frames` without waiting, all with the same
    * tags, publishing and waking the peer once for the lot where the mechanism

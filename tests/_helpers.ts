@@ -341,7 +341,7 @@ export async function runDeno(
  * not settled after `ms`. A safety net for awaits on other processes; never
  * used to assert how fast something is.
  */
-export async function bounded<T>(promise: Promise<T>, what: string, ms = 30_000): Promise<T> {
+export async function bounded<T>(promise: T | Promise<T>, what: string, ms = 30_000): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`gave up waiting for ${what} after ${ms} ms`)), ms);

@@ -853,3 +853,74 @@ Deno.test("spin: 0 (no spinning) still delivers; readable errors with FrameError
 Deno.test("channel_test leaves nothing under /tmp", () => {
   assert.deepEqual(leftovers(), []);
 });
+
+/**
+ * A transport whose `tryReceive` never has anything and whose `receive`
+ * answers in one of the three ways the Transport contract allows: the frame
+ * itself (got within a spin), a promise, or another thenable.
+ */
+class Answering implements Transport {
+  readonly info: TransportInfo = {
+    scheme: "answering",
+    address: "answering:",
+    capabilities: {
+      types: true,
+      typeFilter: false,
+      priority: false,
+      multiWriter: false,
+      multiReader: false,
+      persistent: false,
+    },
+    maxMessageSize: 64,
+    maxType: 5,
+    maxPriority: 0,
+  };
+  receives = 0;
+  constructor(readonly answer: "frame" | "promise" | "thenable" | "rejection") {}
+  trySend(): boolean {
+    return true;
+  }
+  send(): undefined {
+    return undefined;
+  }
+  tryReceive(): ReceivedFrame | null {
+    return null;
+  }
+  receive(): ReceivedFrame | Promise<ReceivedFrame> {
+    const frame = { data: new TextEncoder().encode(`{"id":${++this.receives}}`), type: 2, priority: 0 };
+    if (this.answer === "frame") return frame;
+    if (this.answer === "promise") return Promise.resolve(frame);
+    if (this.answer === "rejection") return Promise.reject(new FrameError("no frame"));
+    // Another promise implementation: only `then` is there.
+    return { then: (resolve: (value: ReceivedFrame) => void) => resolve(frame) } as unknown as Promise<
+      ReceivedFrame
+    >;
+  }
+  close(): void {}
+  unlink(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+Deno.test("a transport's receive may hand over the frame itself, a promise or a thenable", async () => {
+  for (const answer of ["frame", "promise", "thenable"] as const) {
+    for (const schema of [undefined, orderSchema(false), orderSchema(true)]) {
+      using channel = new Channel<Order>(new Answering(answer), { schema });
+      const factor = schema ? 10 : 1;
+      assert.deepEqual(
+        await channel.receiveMessage(),
+        { value: { id: factor }, type: 2, priority: 0 },
+        answer,
+      );
+      assert.deepEqual(await channel.receive(), { id: 2 * factor }, answer);
+      assert.deepEqual(await channel.receiveBatch(5), [{ value: { id: 3 * factor }, type: 2, priority: 0 }]);
+      // Receives that queue behind one another still come in call order.
+      const values = await Promise.all([channel.receive(), channel.receive(), channel.receive()]);
+      assert.deepEqual(values.map((o) => o.id / factor), [4, 5, 6], answer);
+    }
+  }
+  using failing = new Channel<Order>(new Answering("rejection"));
+  await assert.rejects(failing.receive(), FrameError);
+  failing.close();
+  await assert.rejects(failing.receive(), ChannelClosedError);
+});

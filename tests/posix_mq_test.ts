@@ -465,7 +465,8 @@ Deno.test("posix-mq: receive: timeout and abort (here and in a child), nothing l
     assert.deepEqual(channel.tryReceive(), { ok: false, reason: "closed" });
 
     const direct = PosixMessageQueue.open(channel.info.address);
-    const parked = direct.receive({ type: 0, except: false }, new AbortController().signal).catch((e) => e);
+    const parked = Promise.resolve(direct.receive({ type: 0, except: false }, new AbortController().signal))
+      .catch((e) => e);
     direct.close();
     const error = await bounded(parked, "the direct receive");
     assert.ok(error instanceof ChannelClosedError, `got ${error}`);
@@ -817,7 +818,8 @@ Deno.test({
 Deno.test("posix-mq: the transport used directly: a timed-out receive settles; close and unlink", async () => {
   try {
     const queue = PosixMessageQueue.open(fresh(), { create: true, ...SMALL });
-    const error = await queue.receive({ type: 0, except: false }, AbortSignal.timeout(20)).catch((e) => e);
+    const error = await Promise.resolve(queue.receive({ type: 0, except: false }, AbortSignal.timeout(20)))
+      .catch((e) => e);
     assert.equal(error.name, "TimeoutError");
     // spin: 0 parks at once (no spinning, no naps); waits still settle.
     const parked = PosixMessageQueue.open(queue.info.name, { spin: 0 });

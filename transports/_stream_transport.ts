@@ -74,10 +74,20 @@ export abstract class StreamTransport implements Transport {
     return frame === null ? null : { data: frame.data, type: frame.type, priority: 0 };
   }
 
-  async receive(_filter: unknown, signal: AbortSignal): Promise<ReceivedFrame> {
+  receive(_filter: unknown, signal: AbortSignal): ReceivedFrame | Promise<ReceivedFrame> {
+    try {
+      const frame = this.tryReceive() ?? this.#receiveSpinner.spin(this.#retake);
+      if (frame) return frame;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#receiveSlowly(signal);
+  }
+
+  readonly #retake = (): ReceivedFrame | undefined => this.tryReceive() ?? undefined;
+
+  async #receiveSlowly(signal: AbortSignal): Promise<ReceivedFrame> {
     const spinner = this.#receiveSpinner;
-    const frame = this.tryReceive() ?? spinner.spin(() => this.tryReceive() ?? undefined);
-    if (frame) return frame;
     for (;;) {
       await waitFd(this.reader().fd, POLL.IN, signal);
       const frame = this.tryReceive();

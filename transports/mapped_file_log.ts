@@ -1242,13 +1242,14 @@ export class MappedFileLog implements Transport, Disposable {
    *
    * @param filter Unused.
    * @param signal Aborting it rejects with `signal.reason`.
-   * @returns The frame (its `data` is valid until the next receive).
+   * @returns The frame (its `data` is valid until the next receive): itself when taken without
+   *   parking (at once or within the spin), else a promise of it.
    * @throws {ChannelClosedError} After `close()`, also while waiting.
    */
-  receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame> {
+  receive(filter: ReceiveFilter, signal: AbortSignal): ReceivedFrame | Promise<ReceivedFrame> {
     try {
       const frame = this.tryReceive(filter) ?? this.#receiveSpinner.spin(this.#attempt);
-      if (frame) return Promise.resolve(frame);
+      if (frame) return frame;
     } catch (error) {
       return Promise.reject(error);
     }

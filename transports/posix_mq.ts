@@ -614,14 +614,15 @@ export class PosixMessageQueue implements Transport {
    *
    * @param filter Must select any type (`type` 0, not `except`).
    * @param signal Aborting it rejects with `signal.reason`.
-   * @returns The frame (its `data` is valid until the next receive).
+   * @returns The frame (its `data` is valid until the next receive): itself when taken without
+   *   parking (at once or within the spin), else a promise of it.
    * @throws {ChannelClosedError} When the transport is closed, also while waiting.
    * @throws {TypeError} For a type filter.
    */
-  receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame> {
+  receive(filter: ReceiveFilter, signal: AbortSignal): ReceivedFrame | Promise<ReceivedFrame> {
     try {
       const frame = this.tryReceive(filter) ?? this.#receiveSpinner.spin(this.#retake);
-      if (frame) return Promise.resolve(frame);
+      if (frame) return frame;
     } catch (error) {
       return Promise.reject(error);
     }

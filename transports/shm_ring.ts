@@ -905,19 +905,20 @@ export class ShmRing implements Transport {
    *
    * @param filter Must be `{ type: 0, except: false }`.
    * @param signal Aborting it rejects with `signal.reason`; nothing was taken then.
-   * @returns The frame (its `data` is valid until the next receive).
+   * @returns The frame (its `data` is valid until the next receive): itself when taken without
+   *   parking (at once or within the spin), else a promise of it.
    * @throws {ChannelClosedError} When this handle is closed, or the ring unlinked and drained, also
    *   while waiting.
    */
-  receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame> {
+  receive(filter: ReceiveFilter, signal: AbortSignal): ReceivedFrame | Promise<ReceivedFrame> {
     try {
       this.#checkOpen();
       this.#checkFilter(filter);
       this.#checkSink();
       const first = this.#take(null, 1);
-      if (typeof first !== "number") return Promise.resolve(first);
+      if (typeof first !== "number") return first;
       const spun = this.#receiveSpinner.spin(this.#retryTake);
-      if (spun) return Promise.resolve(spun);
+      if (spun) return spun;
     } catch (error) {
       return Promise.reject(error);
     }

@@ -534,17 +534,18 @@ export class SysvMessageQueue implements Transport {
    *
    * @param filter The msgrcv type filter and `except`.
    * @param signal Aborting it rejects with `signal.reason`.
-   * @returns The frame (its `data` is valid until the next receive).
+   * @returns The frame (its `data` is valid until the next receive): itself when taken without
+   *   parking (at once or within the spin), else a promise of it.
    * @throws {ChannelClosedError} When the transport is closed or the queue removed, also while waiting.
    */
-  receive(filter: ReceiveFilter, signal: AbortSignal): Promise<ReceivedFrame> {
+  receive(filter: ReceiveFilter, signal: AbortSignal): ReceivedFrame | Promise<ReceivedFrame> {
     try {
       let frame = this.tryReceive(filter);
       if (!frame) {
         this.#spinFilter = filter;
         frame = this.#receiveSpinner.spin(this.#retake) ?? null;
       }
-      if (frame) return Promise.resolve(frame);
+      if (frame) return frame;
     } catch (error) {
       return Promise.reject(error);
     }
