@@ -138,6 +138,13 @@ class Queue {
   }
 }
 
+/** What `send` returns when the transport took the message at once (one promise, shared). */
+const SENT: Promise<void> = Promise.resolve();
+
+function valueOf<T>(message: Message<T>): T {
+  return message.value;
+}
+
 /** A transport's result that is still to come (a transport may return the value itself). */
 function isPromise<R>(value: R | Promise<R>): value is Promise<R> {
   return typeof (value as { then?: unknown }).then === "function";
@@ -229,19 +236,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * @throws {TypeError} When the transport cannot honour a tag.
    * @throws {RangeError} For a type or priority out of range.
    */
-  async send(value: T, options: SendOptions = {}): Promise<void> {
-    const { data, type, priority } = this.#prepare(value, options);
-    const signal = this.#signal(options.signal);
-    if (this.#sends.length === 0) {
-      const pending = this.#transport.send(data, type, priority, signal);
-      if (pending === undefined) return;
-      // Later sends queue behind this one until the kernel has all of it.
-      return await this.#sends.run(signal, () => this.#settle(pending, options.signal));
+  send(value: T, options: SendOptions = {}): Promise<void> {
+    try {
+      const { data, type, priority } = this.#prepare(value, options);
+      const signal = this.#signal(options.signal);
+      if (this.#sends.length === 0) {
+        const pending = this.#transport.send(data, type, priority, signal);
+        // Sent at once (the common case): no promise is made for it.
+        if (pending === undefined) return SENT;
+        // Later sends queue behind this one until the kernel has all of it.
+        return this.#sends.run(signal, () => this.#settle(pending, options.signal));
+      }
+      return this.#sends.run(signal, async () => {
+        const pending = this.#transport.send(data, type, priority, signal);
+        if (pending !== undefined) await this.#settle(pending, options.signal);
+      });
+    } catch (error) {
+      return Promise.reject(error);
     }
-    await this.#sends.run(signal, async () => {
-      const pending = this.#transport.send(data, type, priority, signal);
-      if (pending !== undefined) await this.#settle(pending, options.signal);
-    });
   }
 
   /**
@@ -267,8 +279,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * @throws {FrameError} When the peer sent malformed data.
    * @throws {ValidationError} When the value fails the channel's schema.
    */
-  async receive(options: ReceiveOptions = {}): Promise<T> {
-    return (await this.receiveMessage(options)).value;
+  receive(options: ReceiveOptions = {}): Promise<T> {
+    try {
+      const message = this.#receiveNow(options);
+      return isPromise(message) ? message.then(valueOf) : Promise.resolve(message.value);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -280,12 +297,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * @throws {FrameError} When the peer sent malformed data.
    * @throws {ValidationError} When the value fails the channel's schema.
    */
-  async receiveMessage(options: ReceiveOptions = {}): Promise<Message<T>> {
+  receiveMessage(options: ReceiveOptions = {}): Promise<Message<T>> {
+    try {
+      const message = this.#receiveNow(options);
+      return isPromise(message) ? message : Promise.resolve(message);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * The work of `receive` and `receiveMessage`: the message itself when it
+   * is there at once or within the transport's spin (no promise is made for
+   * it), else a promise. Throws what those reject with.
+   */
+  #receiveNow(options: ReceiveOptions): Message<T> | Promise<Message<T>> {
     const filter = this.#filter(options);
     const kept = this.#kept;
     if (kept && this.#receives.length === 0) {
       this.#kept = undefined;
-      return await kept;
+      return kept;
     }
     if (this.#receives.length === 0) {
       this.#throwDeferred();
@@ -296,13 +327,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const signal = this.#signal(options.signal);
       const got = this.#transport.receive(filter, signal);
       if (!isPromise(got)) return this.#decode(got);
-      return await this.#receives.run(
-        signal,
-        async () => this.#decode(await this.#settle(got, options.signal)),
-      );
+      return this.#receives.run(signal, async () => this.#decode(await this.#settle(got, options.signal)));
     }
     const signal = this.#signal(options.signal);
-    return await this.#receives.run(signal, async () => {
+    return this.#receives.run(signal, async () => {
       this.#throwDeferred();
       const frame = await this.#settle(this.#transport.receive(filter, signal), options.signal);
       return await this.#decode(frame);
