@@ -3,11 +3,11 @@
  * waiting on a word of a shared file mapping (a futex), and flushing a
  * mapping to disk (msync/fdatasync).
  *
- * Each runs on a helper thread (a `node:worker_threads` Worker from a small
- * pool) that makes the blocking call itself and wakes the caller with
- * `Atomics.notify` (the caller is parked in `Atomics.waitAsync`), as in
- * `sysv_waiter.ts`. Helpers are `ref`'d only while someone awaits them, so
- * they never keep the process alive on their own.
+ * Each runs on a helper thread (`_helper_thread.ts`, from a small pool) that
+ * makes the blocking call itself and wakes the caller with `Atomics.notify`
+ * (the caller is parked in `Atomics.waitAsync`), as in `sysv_waiter.ts`.
+ * Helpers are `ref`'d only while someone awaits them, so they never keep the
+ * process alive on their own; a call whose thread stops rejects.
  *
  * - {@linkcode probeLock}: `fcntl(F_OFD_SETLKW)` on a *private* open file
  *   description of the file (the caller opens it), then an unlock: a pure
@@ -26,8 +26,14 @@
  * @module
  */
 
-import { Worker } from "node:worker_threads";
-import { E, libc, libcPath } from "./libc.ts";
+import {
+  DONE,
+  HelperThread,
+  REQUEST,
+  stopHelperThreads as stopThreads,
+  takeHelper as takeIdle,
+} from "./_helper_thread.ts";
+import { E, libc } from "./libc.ts";
 
 /** Most lock probes left parked after their wait was cancelled. */
 export const MAX_DETACHED_PROBES = 16;
@@ -42,9 +48,6 @@ const SYS_FUTEX = ARCH === "aarch64" ? 98 : 202;
 const FUTEX_WAIT = 0;
 const FUTEX_WAKE = 1;
 
-const IDLE = 0;
-const REQUEST = 1;
-const DONE = 2;
 const OP_LOCK = 1;
 const OP_FUTEX = 2;
 const OP_SYNC = 3;
@@ -153,20 +156,15 @@ interface Outcome {
   failed: number;
 }
 
-class Helper {
-  readonly worker: Worker;
-  readonly ia: Int32Array<SharedArrayBuffer>;
+class Helper extends HelperThread {
   readonly big: BigInt64Array<SharedArrayBuffer>;
-  /** Settles when the current request is done. */
+  /** Settles when the current request is done; rejects when the thread stopped first. */
   done: Promise<Outcome> | undefined;
-  #holders = 0;
 
   constructor() {
     const sab = new SharedArrayBuffer(SAB_BYTES);
-    this.ia = new Int32Array(sab);
+    super("the file helper thread", HELPER_SOURCE, sab, all);
     this.big = new BigInt64Array(sab);
-    this.worker = new Worker(HELPER_SOURCE, { eval: true, workerData: { sab, path: libcPath() } });
-    this.worker.unref();
   }
 
   start(op: number, fd: number, arg: number, sliceMs: number): void {
@@ -176,23 +174,7 @@ class Helper {
     ia[3] = arg;
     ia[4] = sliceMs;
     ia[5] = 0;
-    Atomics.store(ia, 0, REQUEST);
-    Atomics.notify(ia, 0);
-    const result = Atomics.waitAsync(ia, 0, REQUEST);
-    const finished = result.async ? result.value : Promise.resolve();
-    this.done = finished.then(() => {
-      const outcome = { result: ia[6], errno: ia[7], failed: ia[8] };
-      Atomics.store(ia, 0, IDLE);
-      return outcome;
-    });
-  }
-
-  hold(): void {
-    if (this.#holders++ === 0) this.worker.ref();
-  }
-
-  letGo(): void {
-    if (--this.#holders === 0) this.worker.unref();
+    this.done = this.request(() => ({ result: ia[6], errno: ia[7], failed: ia[8] }));
   }
 }
 
@@ -200,12 +182,27 @@ const idle: Helper[] = [];
 let detachedProbes = 0;
 let futexWaits = 0;
 
-function takeHelper(): Helper {
-  return idle.pop() ?? new Helper();
+/** The live helper threads (for {@linkcode stopHelperThreads}). */
+const all = new Set<HelperThread>();
+
+/**
+ * Stops every helper thread of this module (for tests of what a wait does
+ * when its thread dies: it rejects rather than hang).
+ *
+ * @internal
+ * @returns Settles once the threads have stopped.
+ */
+export function stopHelperThreads(): Promise<void> {
+  return stopThreads(all);
 }
 
+function takeHelper(): Helper {
+  return takeIdle(idle, () => new Helper());
+}
+
+/** Returns `helper` to the idle list once its request is done (a stopped thread is dropped). */
 function release(helper: Helper): void {
-  helper.done!.then(() => idle.push(helper));
+  helper.done!.then(() => idle.push(helper), () => {});
 }
 
 /** An error carrying the errno a helper saw; callers map it with `errnoError`. */
@@ -280,18 +277,19 @@ export async function probeLock(
   helper.big[BIG_BASE] = BigInt(start);
   helper.big[BIG_BASE + 1] = BigInt(length);
   helper.start(OP_LOCK, probeFd, type, 0);
-  helper.done!.then(onSettled);
+  // Also when the thread stopped: it no longer uses the descriptor then.
+  helper.done!.then(onSettled, onSettled);
   helper.hold();
   let outcome: Outcome;
   try {
     outcome = await abortable(helper.done!, signal);
   } catch (error) {
+    if (helper.dead) throw error;
     // The probe stays blocked in the kernel until the range is free; it lets go at once then.
     detachedProbes++;
-    helper.done!.then(() => {
-      detachedProbes--;
-      idle.push(helper);
-    });
+    const settled = () => detachedProbes--;
+    helper.done!.then(settled, settled);
+    release(helper);
     throw error;
   } finally {
     helper.letGo();
@@ -346,7 +344,8 @@ export async function futexWait(
   } finally {
     signal.removeEventListener("abort", onAbort);
     helper.letGo();
-    helper.done!.then(() => futexWaits--);
+    const settled = () => futexWaits--;
+    helper.done!.then(settled, settled);
     release(helper);
   }
 }
@@ -404,6 +403,6 @@ export async function syncRanges(ranges: readonly SyncRange[], fd: number): Prom
     }
   } finally {
     helper.letGo();
-    idle.push(helper);
+    if (!helper.dead) idle.push(helper);
   }
 }

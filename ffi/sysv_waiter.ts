@@ -34,9 +34,15 @@
  * @module
  */
 
-import { Worker } from "node:worker_threads";
+import {
+  DONE,
+  HelperThread,
+  REQUEST,
+  stopHelperThreads as stopThreads,
+  takeHelper as takeIdle,
+} from "./_helper_thread.ts";
 import { delay } from "./_delay.ts";
-import { E, errno, libc, libcPath } from "./libc.ts";
+import { E, errno, libc } from "./libc.ts";
 import { IPC, SEMBUF } from "./sysv.ts";
 
 /** Largest number of operations in one semaphore wait. */
@@ -46,9 +52,6 @@ export const SLICE_MS = 25;
 /** Most message probes left parked after their wait was cancelled. */
 export const MAX_DETACHED = 16;
 
-const IDLE = 0;
-const REQUEST = 1;
-const DONE = 2;
 const OP_MESSAGE = 1;
 const OP_SEMAPHORE = 2;
 const RESULT_READY = 1; // a message is there (E2BIG), or the operation completed
@@ -115,38 +118,17 @@ interface Outcome {
   type: bigint;
 }
 
-class Helper {
-  readonly worker: Worker;
-  readonly ia: Int32Array<SharedArrayBuffer>;
+class Helper extends HelperThread {
   readonly big: BigInt64Array<SharedArrayBuffer>;
   readonly sops: Uint8Array<SharedArrayBuffer>;
-  /** Settles when the current request is done. */
+  /** Settles when the current request is done; rejects when the thread stopped first. */
   done: Promise<Outcome> | undefined;
-  /** Callers awaiting `done` (the worker is ref'd while there are any). */
-  #holders = 0;
-  /** Whether the thread has stopped (it threw, or was terminated): `done` rejects then. */
-  dead = false;
-  /** Rejects when the thread stops, so no wait on it can hang. */
-  readonly #died: Promise<never>;
 
   constructor() {
     const sab = new SharedArrayBuffer(SAB_BYTES);
-    this.ia = new Int32Array(sab);
+    super("the System V helper thread", HELPER_SOURCE, sab, all);
     this.big = new BigInt64Array(sab, 0, 8);
     this.sops = new Uint8Array(sab, SOPS_OFFSET);
-    this.worker = new Worker(HELPER_SOURCE, { eval: true, workerData: { sab, path: libcPath() } });
-    this.worker.unref();
-    let fail!: (error: Error) => void;
-    this.#died = new Promise<never>((_, reject) => fail = reject);
-    this.#died.catch(() => {}); // reported through `done`
-    const die = (cause: unknown) => {
-      if (this.dead) return;
-      this.dead = true;
-      fail(new Error("the System V helper thread stopped", { cause }));
-    };
-    this.worker.on("error", die);
-    this.worker.on("exit", (code: number) => die(new Error(`exit code ${code}`)));
-    all.add(this);
   }
 
   start(op: number, id: number, flags: number, type: bigint): void {
@@ -157,26 +139,7 @@ class Helper {
     ia[4] = SLICE_MS;
     ia[5] = 0;
     this.big[4] = type;
-    Atomics.store(ia, 0, REQUEST);
-    Atomics.notify(ia, 0);
-    const result = Atomics.waitAsync(ia, 0, REQUEST);
-    const finished = result.async ? result.value : Promise.resolve();
-    this.done = Promise.race([
-      finished.then(() => {
-        const outcome = { result: ia[6], errno: ia[7], type: this.big[4] };
-        Atomics.store(ia, 0, IDLE);
-        return outcome;
-      }),
-      this.#died,
-    ]);
-  }
-
-  hold(): void {
-    if (this.#holders++ === 0) this.worker.ref();
-  }
-
-  letGo(): void {
-    if (--this.#holders === 0) this.worker.unref();
+    this.done = this.request(() => ({ result: ia[6], errno: ia[7], type: this.big[4] }));
   }
 }
 
@@ -185,8 +148,8 @@ const idle: Helper[] = [];
 const detached = new Map<string, Helper[]>();
 let detachedCount = 0;
 
-/** Every helper thread made, dead or alive (for {@linkcode stopHelperThreads}). */
-const all = new Set<Helper>();
+/** The live helper threads (for {@linkcode stopHelperThreads}). */
+const all = new Set<HelperThread>();
 
 /**
  * Stops every helper thread of this module (for tests of what a wait does
@@ -195,15 +158,12 @@ const all = new Set<Helper>();
  * @internal
  * @returns Settles once the threads have stopped.
  */
-export async function stopHelperThreads(): Promise<void> {
-  const helpers = [...all];
-  all.clear();
-  await Promise.all(helpers.map((helper) => helper.worker.terminate()));
+export function stopHelperThreads(): Promise<void> {
+  return stopThreads(all);
 }
 
 function takeHelper(): Helper {
-  for (let helper; (helper = idle.pop());) if (!helper.dead) return helper;
-  return new Helper();
+  return takeIdle(idle, () => new Helper());
 }
 
 /** What {@linkcode waitForMessage} found. */
