@@ -6,7 +6,11 @@
  * or both. Readers outlive writers: when every writer has gone, the reader
  * reopens and waits for the next one, so `for await` over a FIFO ends only
  * when the channel is closed. A writer with no reader waits (`send`) or
- * reports full (`trySend`) until one appears.
+ * reports full (`trySend`) until one appears. "No reader" is the kernel's
+ * view: while another thread of a reader's process starts a child, the
+ * child holds a copy of the read end until its exec closes it, so writes
+ * made just after that reader closed may still go into the pipe (the next
+ * reader gets them first).
  *
  * Several writers and frame sizes (`writers`):
  * - `"many"` (default): any number of writers, no locks. Every frame is one
