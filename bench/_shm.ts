@@ -34,6 +34,11 @@ const CAPACITY = "1MiB";
 /** Sizes of the benchmark's metrics. */
 const SIZE = { rt: 64, tp64: 64, tp64k: 64 * 1024 } as const;
 type MetricId = keyof typeof SIZE;
+/** Frame types of the polled round trip (beside bench/_frames.ts's): the echo child polls until POLL_END. */
+const POLL = 6;
+const POLL_END = 7;
+/** A polling child that hears nothing for this long gives up (its parent is gone). */
+const POLL_IDLE_MS = 10_000;
 
 function ringName(what: string): string {
   return `/ipcbus-bench-${what}-${crypto.randomUUID().slice(0, 8)}`;
@@ -74,9 +79,11 @@ const ANY = { type: 0, except: false } as const;
  * @param spin The `spin` option of both ends (undefined: the library's default; 0: block at once).
  * @param raw Throughput through the transport itself (`channel.unsafeTransport`: `trySendBatch` and
  *   `tryReceiveBatch`, no codec, no copy into a fresh buffer per message) instead of the channel.
+ * @param poll Round trips with `trySend` and `tryReceive` polled in a busy loop on both sides (no
+ *   promise, no spin budget): the floor of a JavaScript round trip over the ring.
  * @returns The endpoint.
  */
-export async function ipcbusShm(spin?: number, raw = false): Promise<Endpoint> {
+export async function ipcbusShm(spin?: number, raw = false, poll = false): Promise<Endpoint> {
   const down = ringName("down");
   const up = ringName("up");
   const options = { create: true, exclusive: true, codec: bytes as never, capacity: CAPACITY, spin };
@@ -107,6 +114,24 @@ export async function ipcbusShm(spin?: number, raw = false): Promise<Endpoint> {
       const samples = new Float64Array(count);
       const end = performance.now() + seconds * 1000;
       let i = 0;
+      if (poll) {
+        await tx.send(new Uint8Array(0), { type: POLL });
+        try {
+          while (i < count) {
+            const t0 = performance.now();
+            while (!tx.trySend(payload, echo)) { /* full: poll */ }
+            let reply;
+            do reply = back.tryReceive(); while (!reply.ok && reply.reason === "empty");
+            const t1 = performance.now();
+            samples[i++] = (t1 - t0) * 1000;
+            if (!reply.ok || reply.type !== T.ECHO) throw new Error("expected an echo");
+            if (seconds > 0 && i >= MIN_ROUND_TRIPS && t1 >= end) break;
+          }
+        } finally {
+          await tx.send(new Uint8Array(0), { type: POLL_END });
+        }
+        return summarize(samples.subarray(0, i));
+      }
       while (i < count) {
         const t0 = performance.now();
         await tx.send(payload, echo);
@@ -420,6 +445,7 @@ async function echoChild(down: string, up: string, spin: number | undefined): Pr
   for (;;) {
     const message = await rx.receiveMessage();
     if (message.type === T.ECHO) await tx.send(message.value, { type: T.ECHO });
+    else if (message.type === POLL) pollEchoes(rx, tx);
     else if (message.type === T.BEGIN) {
       const count = readU32(message.value);
       let got = 0;
@@ -443,6 +469,24 @@ async function echoChild(down: string, up: string, spin: number | undefined): Pr
       }
       await tx.send(u32s(count), { type: T.DONE });
     } else if (message.type === T.QUIT) return;
+  }
+}
+
+/** Echoes with `tryReceive` and `trySend` polled in a busy loop, until POLL_END. */
+function pollEchoes(rx: Channel<Uint8Array>, tx: Channel<Uint8Array>): void {
+  const echo = { type: T.ECHO };
+  let since = performance.now();
+  for (let misses = 0;;) {
+    const message = rx.tryReceive();
+    if (!message.ok) {
+      if (message.reason === "closed") return;
+      // Look at the clock now and then only: a parent that died leaves nobody to send POLL_END.
+      if ((++misses & 0xfffff) === 0 && performance.now() - since > POLL_IDLE_MS) return;
+      continue;
+    }
+    if (message.type === POLL_END) return;
+    while (!tx.trySend(message.value, echo)) { /* full: poll */ }
+    since = performance.now();
   }
 }
 

@@ -21,7 +21,7 @@
  *
  * Filters select targets by id or by a dash-separated part of an id:
  * `pipe` (pipe, pipe-await, pipe-json, c-pipe, c-pipe-spin), `fifo`, `c`,
- * `sysv`, `posix`, `shm` (shm, shm-block, shm-fan2, shm-fan4 and the C ring
+ * `sysv`, `posix`, `shm` (shm, shm-poll, shm-block, shm-fan2, shm-fan4 and the C ring
  * rows), `spin`, `stdio`, `unix`, `worker`, `json`, `await`.
  *
  * @module
@@ -341,6 +341,14 @@ const TARGETS: readonly TargetDef[] = [
     mechanism: "shm",
     metrics: ["tp64", "tp64k"],
     start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin, true), plan),
+  },
+  {
+    id: "shm-poll",
+    label: "ipcbus shm: trySend/tryReceive polled (no promise)",
+    kind: "ipcbus",
+    mechanism: "shm",
+    metrics: ["rt"],
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin, false, true), plan),
   },
   {
     id: "shm-block",
