@@ -4,6 +4,7 @@
  * @module
  */
 
+import { abortable } from "./ffi/_delay.ts";
 import { type Codec, copyBytes, json } from "./codec.ts";
 import { ChannelClosedError, FrameError, MessageTooLargeError, ValidationError } from "./errors.ts";
 import type { ReceivedFrame, ReceiveFilter, Transport, TransportInfo } from "./transport.ts";
@@ -148,15 +149,6 @@ function valueOf<T>(message: Message<T>): T {
 /** A transport's result that is still to come (a transport may return the value itself). */
 function isPromise<R>(value: R | Promise<R>): value is Promise<R> {
   return typeof (value as { then?: unknown }).then === "function";
-}
-
-function abortable<R>(promise: Promise<R>, signal: AbortSignal): Promise<R> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /**

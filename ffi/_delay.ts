@@ -1,10 +1,28 @@
 /**
- * A timer that an `AbortSignal` cancels: the backoff of the waits that have
- * nothing to poll (a FIFO writer waiting for a reader, a full System V queue,
- * the bounded message-probe fallback).
+ * Waiting that an `AbortSignal` cancels: a timer (the backoff of the waits
+ * that have nothing to poll: a FIFO writer waiting for a reader, a full
+ * System V queue, the bounded message-probe fallback), and any promise.
  *
  * @module
  */
+
+/**
+ * `promise`, or a rejection with `signal.reason` as soon as the signal
+ * aborts (the promise itself goes on).
+ *
+ * @param promise What to wait for.
+ * @param signal Stops the wait; none: `promise` itself.
+ * @returns Settles as described.
+ */
+export function abortable<R>(promise: Promise<R>, signal: AbortSignal | undefined): Promise<R> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
 
 /**
  * Resolves after `ms` milliseconds, or rejects with `signal.reason` as soon

@@ -33,6 +33,7 @@ import {
   stopHelperThreads as stopThreads,
   takeHelper as takeIdle,
 } from "./_helper_thread.ts";
+import { abortable } from "./_delay.ts";
 import { E, libc } from "./libc.ts";
 
 /** Most lock probes left parked after their wait was cancelled. */
@@ -222,15 +223,6 @@ export class FileHelperErrno extends Error {
     this.errno = errno;
     this.syscall = syscall;
   }
-}
-
-function abortable<R>(promise: Promise<R>, signal: AbortSignal | undefined): Promise<R> {
-  if (!signal) return promise;
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /**

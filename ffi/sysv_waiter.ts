@@ -41,7 +41,7 @@ import {
   stopHelperThreads as stopThreads,
   takeHelper as takeIdle,
 } from "./_helper_thread.ts";
-import { delay } from "./_delay.ts";
+import { abortable, delay } from "./_delay.ts";
 import { E, errno, libc } from "./libc.ts";
 import { IPC, SEMBUF } from "./sysv.ts";
 
@@ -319,14 +319,6 @@ export async function semaphoreOperation(
     helper.letGo();
     helper.done!.then(() => idle.push(helper), () => {});
   }
-}
-
-function abortable<R>(promise: Promise<R>, signal: AbortSignal): Promise<R> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /** An error carrying the errno a helper saw; callers map it with `errnoError`. */

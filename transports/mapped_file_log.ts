@@ -80,7 +80,7 @@ import {
   MessagesLostError,
   MessageTooLargeError,
 } from "../errors.ts";
-import { delay } from "../ffi/_delay.ts";
+import { abortable, delay } from "../ffi/_delay.ts";
 import { F } from "../ffi/constants.ts";
 import { closeFd, type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
 import { FileHelperErrno, futexWait, futexWake, type SyncRange, syncRanges } from "../ffi/file_waiter.ts";
@@ -1771,16 +1771,6 @@ async function join(
   }
   if (file.length !== expected) file.remap(expected);
   return report;
-}
-
-function abortable<R>(promise: Promise<R>, signal: AbortSignal | undefined): Promise<R> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /**
