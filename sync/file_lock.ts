@@ -25,7 +25,9 @@
  * thread takes the lock without waiting (retrying if another process was
  * faster). The event loop keeps running; an `AbortSignal` or `close()`
  * settles the wait at once (a cancelled helper stays blocked in the kernel
- * until the range is free, at most 16 of them; beyond that, and for
+ * until the range is free, then takes and drops it at once, so a `tryLock`
+ * made at that instant, here or elsewhere, may find it held; at most 16
+ * such helpers; beyond that, and for
  * `"process"` locks, where a probe could not work, the wait polls with
  * `F_SETLK` every 1 to 16 ms). Where this `FileLock` already holds a lock
  * overlapping the range (an upgrade), the probe would wait for itself, so
