@@ -353,6 +353,28 @@ export async function bounded<T>(promise: T | Promise<T>, what: string, ms = 30_
   }
 }
 
+/**
+ * Polls `condition` every 2 ms until it holds (a rendezvous on state, never
+ * a timed sleep standing in for one), failing after `ms`.
+ */
+export async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what} after ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+/** The lines a child prints until it prints "done". */
+export async function linesUntilDone(process: DenoChild): Promise<string[]> {
+  const lines: string[] = [];
+  for (;;) {
+    const line = await bounded(process.line(), "a line from the child");
+    if (line === "done") return lines;
+    lines.push(line);
+  }
+}
+
 /** Whether a C compiler (`cc`) runs here; tests that build C peers are skipped without one. */
 export const hasCc: boolean = await (async () => {
   try {

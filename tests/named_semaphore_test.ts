@@ -539,11 +539,10 @@ Deno.test("what is not a semaphore is refused, never mapped: a short file, a FIF
   }
 });
 
-Deno.test("permission denied names the owner and mode", async () => {
-  if (euid() !== 0 || !hasSetpriv) {
-    console.log("skipped: needs root and setpriv(1) to run a child as uid 65534");
-    return;
-  }
+Deno.test({
+  name: "permission denied names the owner and mode (needs root and setpriv(1) to run a child as uid 65534)",
+  ignore: euid() !== 0 || !hasSetpriv,
+}, async () => {
   const name = freshName();
   try {
     using semaphore = NamedSemaphore.open(name, { create: true, exclusive: true, mode: 0o600 });

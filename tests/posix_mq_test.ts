@@ -31,10 +31,12 @@ import {
   fixture,
   hasCc,
   hasSetpriv,
+  linesUntilDone,
   pattern,
   RUN,
   sameBytes,
   TempDir,
+  until,
 } from "./_helpers.ts";
 
 const timeout = () => AbortSignal.timeout(20_000);
@@ -109,27 +111,8 @@ function mqueueMounted(): boolean {
   return mqueueEntries() !== null;
 }
 
-/** Polls a condition (a rendezvous on state, not a timed sleep), failing after `ms`. */
-async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
 function child(args: string[]): DenoChild {
   return new DenoChild(fixture("posix_mq_child.ts"), args, ["--allow-ffi"]);
-}
-
-/** Lines a child prints until "done". */
-async function linesUntilDone(process: DenoChild): Promise<string[]> {
-  const lines: string[] = [];
-  for (;;) {
-    const line = await bounded(process.line(), "a line from the child");
-    if (line === "done") return lines;
-    lines.push(line);
-  }
 }
 
 /** Runs the fixture as uid/gid 65534 (needs root and setpriv); returns its stdout. */

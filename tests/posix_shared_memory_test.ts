@@ -394,11 +394,11 @@ Deno.test("what is not a shared memory object is refused: a FIFO, a directory, a
   }
 });
 
-Deno.test("permission denied names the owner and mode; read-only needs only read permission", async () => {
-  if (euid() !== 0 || !hasSetpriv) {
-    console.log("skipped: needs root and setpriv(1) to run a child as uid 65534");
-    return;
-  }
+Deno.test({
+  name:
+    "permission denied names the owner and mode; read-only needs only read permission (needs root, setpriv)",
+  ignore: euid() !== 0 || !hasSetpriv,
+}, async () => {
   const name = freshName();
   try {
     using shm = PosixSharedMemory.open(name, { create: true, exclusive: true, size: 32, mode: 0o600 });

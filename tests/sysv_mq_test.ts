@@ -25,9 +25,11 @@ import {
   fixture,
   hasCc,
   hasSetpriv,
+  linesUntilDone,
   pattern,
   sameBytes,
   TempDir,
+  until,
 } from "./_helpers.ts";
 
 const timeout = () => AbortSignal.timeout(20_000);
@@ -150,27 +152,8 @@ function anotherParked(): Promise<void> {
   return until(() => parkedInMsgrcv("self") > before, "a receive to park in msgrcv");
 }
 
-/** Polls a condition (a rendezvous on state, not a timed sleep), failing after `ms`. */
-async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
 function child(args: string[]): DenoChild {
   return new DenoChild(fixture("sysv_mq_child.ts"), args, ["--allow-ffi"]);
-}
-
-/** Lines a child prints until "done", without "ready"/"done". */
-async function linesUntilDone(process: DenoChild): Promise<string[]> {
-  const lines: string[] = [];
-  for (;;) {
-    const line = await bounded(process.line(), "a line from the child");
-    if (line === "done") return lines;
-    lines.push(line);
-  }
 }
 
 // ---------------------------------------------------------------------------

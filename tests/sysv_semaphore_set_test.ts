@@ -13,7 +13,7 @@ import {
 import { IPC } from "../ffi/sysv.ts";
 import { libc } from "../ffi/libc.ts";
 import { SEMVMX, SysvSemaphoreSet } from "../sync/sysv_semaphore_set.ts";
-import { bounded, CommandChild, euid, fixture, hasSetpriv, leftovers, TempDir } from "./_helpers.ts";
+import { bounded, CommandChild, euid, fixture, hasSetpriv, leftovers, TempDir, until } from "./_helpers.ts";
 
 /** Every set id this module made (checked against /proc/sysvipc/sem at the end). */
 const made = new Set<number>();
@@ -50,17 +50,6 @@ function removeKey(key: number): void {
   if (id < 0) return;
   made.add(id);
   removeId(id);
-}
-
-const tick = () => new Promise((resolve) => setTimeout(resolve, 1));
-
-/** Polls `check` every ms until true; fails after `ms` (a safety net, never a rendezvous by sleeping). */
-async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`gave up waiting for ${what} after ${ms} ms`);
-    await tick();
-  }
 }
 
 /**
