@@ -154,6 +154,10 @@ export const E = {
   ETIMEDOUT: 110,
   EOVERFLOW: 75,
   EMSGSIZE: 90,
+  EBUSY: 16,
+  EISDIR: 21,
+  ENOLCK: 37,
+  EOPNOTSUPP: 95,
 } as const;
 
 /**

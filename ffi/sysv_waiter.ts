@@ -90,7 +90,7 @@ for (;;) {
       if (n >= 0) { big[4] = message[0]; result = ${RESULT_TAKEN}; break; }
       code = errnoCell[0];
       if (code === ${E.EINTR}) continue;
-      result = code === 7 /* E2BIG */ ? ${RESULT_READY} : ${RESULT_ERROR};
+      result = code === ${E.E2BIG} ? ${RESULT_READY} : ${RESULT_ERROR};
       break;
     }
   } else {

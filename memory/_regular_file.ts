@@ -122,7 +122,7 @@ function refine(error: unknown, path: string, label: string, hint = ""): unknown
       { errno: error.errno, syscall: "open", cause: error },
     );
   }
-  if (error.errno === 21 /* EISDIR */) {
+  if (error.errno === E.EISDIR) {
     return new PermissionDeniedError(`${label}: ${path} is a directory, not a regular file`, {
       errno: error.errno,
       syscall: "open",

@@ -543,7 +543,7 @@ export class FileLock implements Disposable {
         { errno: code, syscall: "fcntl" },
       );
     }
-    if (code === 37 /* ENOLCK */) {
+    if (code === E.ENOLCK) {
       return new IpcError(
         `fcntl(${command}) ${this.#label} failed: ENOLCK (the system's table of locks is full)`,
         { errno: code, syscall: "fcntl" },

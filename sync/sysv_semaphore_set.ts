@@ -356,7 +356,7 @@ export class SysvSemaphoreSet {
           `semaphore set ${this.#label} exists but was never initialized (sem_otime is still 0 after ` +
             `${timeout} ms): its creator may have died before setting its values. Remove it, or open ` +
             `it with initTimeout: 0 if a program that never calls semop made it`,
-          { errno: 110, code: "ETIMEDOUT", syscall: "semctl" },
+          { errno: E.ETIMEDOUT, code: "ETIMEDOUT", syscall: "semctl" },
         );
       }
       Atomics.wait(pause, 0, 0, 1);

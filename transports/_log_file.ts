@@ -38,6 +38,7 @@ import {
   SLOTS,
   TABLE_OFFSET,
   tagOf,
+  TWO_32,
   writeU64,
   xxh32,
 } from "./_log_format.ts";
@@ -71,8 +72,6 @@ export interface RecoveryReport {
   /** Bytes of frames checked. */
   scannedBytes: number;
 }
-
-const TWO_32 = 4294967296;
 
 /** The sequence number of a frame at mapping offset `at`. */
 function seqAt(words: Uint32Array, at: number): number {
@@ -356,7 +355,7 @@ export function createLogFile(path: string, mode: number, capacity: number, maxM
         { errno: reserved, syscall: "posix_fallocate" },
       );
     }
-    if (reserved !== 0 && reserved !== 95 /* EOPNOTSUPP */ && reserved !== E.EINVAL) {
+    if (reserved !== 0 && reserved !== E.EOPNOTSUPP && reserved !== E.EINVAL) {
       throw new IpcError(`posix_fallocate ${temporary} failed: ${strerror(reserved)}`, {
         errno: reserved,
         syscall: "posix_fallocate",

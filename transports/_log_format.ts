@@ -107,7 +107,8 @@ export const LOCK_TABLE = 2;
 /** A named reader's claim: the byte at its slot's offset. */
 export const lockOfSlot = (slot: number): number => TABLE_OFFSET + slot * SLOT_BYTES;
 
-const TWO_32 = 4294967296;
+/** 2^32: splits positions and sequence numbers into their 32-bit words. */
+export const TWO_32 = 4294967296;
 
 /**
  * Rounds up to a multiple of 8.

@@ -147,6 +147,7 @@ import {
   SLOTS,
   TABLE_OFFSET,
   tagOf,
+  TWO_32,
   writeU64,
   xxh32,
 } from "./_log_format.ts";
@@ -306,7 +307,6 @@ const TRY_LOCK_SPIN_US = 20;
 const SEND_LOCK_SPIN_US = 200;
 /** Longest futex wait of a parked receive before it looks again (the bound on a missed wake-up). */
 const WAIT_SLICE_MS = 50;
-const TWO_32 = 4294967296;
 /** Frames up to this many bytes are copied out word by word (measured: faster than `subarray` + `set`). */
 const SMALL_COPY = 256;
 const encoder = new TextEncoder();
@@ -1327,7 +1327,7 @@ export class MappedFileLog implements Transport, Disposable {
         if (slot < 0) {
           throw new IpcError(
             `${SCHEME}: ${this.#path} has ${SLOTS} named readers already; remove one with removeReader()`,
-            { errno: 28, code: "ENOSPC", syscall: "" },
+            { errno: E.ENOSPC, code: "ENOSPC", syscall: "" },
           );
         }
         fresh = true;
@@ -1337,7 +1337,7 @@ export class MappedFileLog implements Transport, Disposable {
         throw new IpcError(
           `${SCHEME}: the named reader "${name}" of ${this.#path} is open already (in this or another ` +
             `process); a named reader has one user at a time`,
-          { errno: 16, code: "EBUSY", syscall: "fcntl" },
+          { errno: E.EBUSY, code: "EBUSY", syscall: "fcntl" },
         );
       }
       this.#slot = slot;
@@ -1491,7 +1491,7 @@ export class MappedFileLog implements Transport, Disposable {
       const claim = slot === this.#slot ? null : this.#lock.tryLock({ start: lockOfSlot(slot), length: 1 });
       if (claim === null) {
         throw new IpcError(`${SCHEME}: the named reader "${name}" of ${this.#path} is open; close it first`, {
-          errno: 16,
+          errno: E.EBUSY,
           code: "EBUSY",
           syscall: "fcntl",
         });
