@@ -46,3 +46,16 @@ export function delay(ms: number, signal: AbortSignal): Promise<void> {
     signal.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+const napCell = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Blocks the calling thread for `ms` milliseconds: only for the rare short
+ * waits of synchronous calls (a creator finishing a ring, a stale errno
+ * settling), never for a wait that may take long.
+ *
+ * @param ms Milliseconds.
+ */
+export function napSync(ms: number): void {
+  Atomics.wait(napCell, 0, 0, ms);
+}

@@ -78,6 +78,7 @@ import { cString } from "../ffi/cstring.ts";
 import { closeFd, fchmodFd, type FileStat, fstatFd } from "../ffi/fd.ts";
 import { E, errno, libc, need, strerror } from "../ffi/libc.ts";
 import { Mapping } from "../ffi/mmap.ts";
+import { napSync } from "../ffi/_delay.ts";
 
 /** The longest name, in bytes after the slash (a file name in /dev/shm has at most 255 bytes). */
 export const MAX_SHARED_MEMORY_NAME = 255;
@@ -534,9 +535,8 @@ function setSize(fd: number, name: string, size: number, reserve: boolean): void
 function awaitSize(fd: number, stat: FileStat, timeout: number): FileStat {
   if (stat.size !== 0 || timeout === 0) return stat;
   const deadline = performance.now() + timeout;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   while (stat.size === 0 && performance.now() < deadline) {
-    Atomics.wait(pause, 0, 0, 1);
+    napSync(1);
     stat = fstatFd(fd);
   }
   return stat;

@@ -78,6 +78,7 @@ import {
   SEMID_DS,
 } from "../ffi/sysv.ts";
 import { HelperErrno, MAX_SEMAPHORE_OPERATIONS, semaphoreOperation } from "../ffi/sysv_waiter.ts";
+import { napSync } from "../ffi/_delay.ts";
 
 /** The largest value a System V semaphore can hold (`SEMVMX`). */
 export const SEMVMX = 32767;
@@ -349,7 +350,6 @@ export class SysvSemaphoreSet {
 
   #awaitInitialized(timeout: number): void {
     const deadline = performance.now() + timeout;
-    const pause = new Int32Array(new SharedArrayBuffer(4));
     while (this.#rawStat().otime === null) {
       if (performance.now() >= deadline) {
         throw new IpcError(
@@ -359,7 +359,7 @@ export class SysvSemaphoreSet {
           { errno: E.ETIMEDOUT, code: "ETIMEDOUT", syscall: "semctl" },
         );
       }
-      Atomics.wait(pause, 0, 0, 1);
+      napSync(1);
     }
   }
 

@@ -70,7 +70,7 @@ import {
   type IpcError,
   MessageTooLargeError,
 } from "../errors.ts";
-import { delay } from "../ffi/_delay.ts";
+import { delay, napSync } from "../ffi/_delay.ts";
 import { backingPath, checkPosixName, inspect } from "../ffi/_posix_object.ts";
 import {
   createSemaphores,
@@ -1840,7 +1840,6 @@ function explainUnlink(code: number, name: string): IpcError {
 /** Waits (briefly, blocking) for a size set by the creator; returns the size. */
 function awaitSize(fd: number, name: string, timeout: number): number {
   const deadline = performance.now() + timeout;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
     const size = fstatFd(fd).size;
     if (size !== 0) {
@@ -1859,7 +1858,7 @@ function awaitSize(fd: number, name: string, timeout: number): number {
           `between shm_open and ftruncate; unlink the name and create it again)`,
       );
     }
-    Atomics.wait(pause, 0, 0, 1);
+    napSync(1);
   }
 }
 
@@ -1867,7 +1866,6 @@ function awaitSize(fd: number, name: string, timeout: number): number {
 function awaitMagic(mapping: Mapping, name: string, timeout: number): void {
   const h = new Int32Array(mapping.buffer);
   const deadline = performance.now() + timeout;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
     const word0 = Atomics.load(h, 0);
     if (word0 === L.MAGIC_WORD0 && h[1] === L.MAGIC_WORD1) return;
@@ -1885,7 +1883,7 @@ function awaitMagic(mapping: Mapping, name: string, timeout: number): void {
           `(no magic; it may have died while creating it: unlink the name and create it again)`,
       );
     }
-    Atomics.wait(pause, 0, 0, 1);
+    napSync(1);
   }
 }
 
