@@ -95,6 +95,7 @@ export type {
 export { Fifo, type FifoOptions, type FifoWriters } from "./transports/fifo.ts";
 export { Pipe, type PipeOptions } from "./transports/pipe.ts";
 export {
+  ftokKey,
   openSysvMessageQueue,
   SysvMessageQueue,
   type SysvMessageQueueInfo,

@@ -10,9 +10,11 @@
 
 import {
   FrameError,
+  ftokKey,
   NamedSemaphore,
   NotFoundError,
   open,
+  PosixMessageQueue,
   PosixSharedMemory,
   Presence,
   ShmRing,
@@ -132,14 +134,13 @@ function parseValue(kind: Kind, value: string, url: boolean, command: string): T
   return { kind, by: "name", name: value, text };
 }
 
-/** The ftok(3) key of a path, as glibc computes it, or null when the path does not exist. */
+/** The ftok(3) key of a path (unsigned), or null when the path does not exist. */
 function ftok(path: string, project: number): number | null {
   try {
-    const info = Deno.statSync(path);
-    return (((project & 0xff) << 24) | ((Number(info.dev) & 0xff) << 16) |
-      (Number(info.ino ?? 0) & 0xffff)) >>> 0;
-  } catch {
-    return null;
+    return ftokKey(path, project) >>> 0;
+  } catch (error) {
+    if (error instanceof NotFoundError) return null;
+    throw error;
   }
 }
 
@@ -352,7 +353,7 @@ async function removeKernelObject(object: IpcObject): Promise<string> {
         : "shmctl(IPC_RMID)";
     }
     case "posix-mq":
-      await unlinkChannel(`posix-mq:${object.name}`);
+      PosixMessageQueue.unlink(object.name);
       return "mq_unlink";
     case "posix-shm":
       return removeSharedMemory(object.name);

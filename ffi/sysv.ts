@@ -120,11 +120,23 @@ export function decodeIpcPerm(view: DataView): IpcPermissions {
 }
 
 /**
- * ftok(3): a key from an existing path and a project id (1–255).
+ * ftok(3): the System V key that `sysv-mq:/path?proj=N` (and C's ftok) use
+ * for an existing path and a project id (1–255): glibc makes it from the
+ * project id, the low byte of the path's device number and the low 16 bits
+ * of its inode number, so two paths can share a key.
  *
  * @param path The path (it must exist).
  * @param project The project id.
- * @returns The key.
+ * @returns The key as the kernel keeps it (a signed 32-bit number; `>>> 0` for the unsigned one).
+ * @throws {RangeError} For a project id outside 1–255.
+ * @throws {NotFoundError} When the path does not exist.
+ *
+ * @example The key a C program would use
+ * ```ts
+ * import { ftokKey } from "@ipcbus/ipcbus/sysv-mq";
+ *
+ * console.log((ftokKey("/tmp", 7) >>> 0).toString(16).padStart(8, "0")); // e.g. "07xxxxxx"
+ * ```
  */
 export function ftokKey(path: string, project: number): number {
   if (!Number.isInteger(project) || project < 1 || project > 255) {

@@ -4,8 +4,10 @@
 import assert from "node:assert/strict";
 import {
   type Channel,
+  ftokKey,
   NotFoundError,
   open,
+  PosixMessageQueue,
   Presence,
   readProcFile,
   registeredSchemes,
@@ -229,6 +231,33 @@ Deno.test("ipcbus rm: KIND ID forms for semaphore sets and segments, and a key",
     } catch { /* removed by the test */ }
     try {
       SysvSharedMemory.open({ id: segment.id }).remove();
+    } catch { /* removed by the test */ }
+    keyed.close();
+    await dropQueue(keyed.info.id);
+  }
+});
+
+Deno.test({
+  name: "ipcbus rm: a POSIX queue by name (mq_unlink, never opened) and a System V queue by ftok path",
+  ignore: !registeredSchemes().includes("posix-mq"),
+}, async () => {
+  await using dir = await TempDir.make();
+  const path = dir.file("keyed");
+  await Deno.writeTextFile(path, "");
+  const key = ftokKey(path, 7);
+  const keyed = SysvMessageQueue.open(key, { create: true, exclusive: true });
+  const name = `/ipcbus-test-${RUN}-${crypto.randomUUID().slice(0, 8)}`;
+  PosixMessageQueue.open(name, { create: true, exclusive: true, mode: 0o200 }).close();
+  try {
+    const result = await ipcbus(["rm", `posix-mq:${name}`, `sysv-mq:${path}?proj=7`, "--yes", "--json"]);
+    assert.equal(result.code, 0, result.stderr);
+    const outcomes = JSON.parse(result.stdout) as { removed: boolean }[];
+    assert.deepEqual(outcomes.map((o) => o.removed), [true, true]);
+    assert.throws(() => PosixMessageQueue.unlink(name), NotFoundError);
+    assert.equal(queueExists(keyed.info.id), false);
+  } finally {
+    try {
+      PosixMessageQueue.unlink(name);
     } catch { /* removed by the test */ }
     keyed.close();
     await dropQueue(keyed.info.id);

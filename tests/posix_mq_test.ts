@@ -682,6 +682,10 @@ Deno.test({
       const refused = await asNobody(home.path, ["unlink", shared.info.address]);
       assert.match(refused, /^PermissionDeniedError .*only the owner of .* \(uid 0\) or root may remove it/);
       assert.equal(exists(shared.info.name as string), true);
+      const refusedByName = await asNobody(home.path, ["unlink-name", shared.info.address]);
+      assert.match(refusedByName, /^PermissionDeniedError .*only the owner of .* or root may remove it/);
+      if (mqueueMounted()) assert.match(refusedByName, /belongs to uid 0 gid \d+ with mode 0o666/);
+      assert.equal(exists(shared.info.name as string), true);
 
       // Without CAP_SYS_RESOURCE, fs.mqueue.msg_max binds.
       const msgMax = setting("msg_max");
@@ -839,5 +843,24 @@ Deno.test("posix-mq: no queue (and no presence record) made by these tests is le
   if (mqueueMounted()) {
     const stray = mqueueEntries()!.map((entry) => entry.name).filter((name) => name.includes(RUN));
     assert.deepEqual(stray, [], "queues with this run's id in /dev/mqueue");
+  }
+});
+
+Deno.test("PosixMessageQueue.unlink removes a name without opening the queue; open handles keep working", async () => {
+  try {
+    using channel = await create<string>({ codec: text });
+    const name = channel.info.name as string;
+    assert.ok(Presence.list().some((record) => record.address === `posix-mq:${name}`));
+    PosixMessageQueue.unlink(`posix-mq:${name}`);
+    assert.equal(exists(name), false);
+    assert.ok(!Presence.list().some((record) => record.address === `posix-mq:${name}`), "no presence record");
+    // The queue lives on for whoever has it open.
+    await channel.send("still here");
+    assert.equal(await channel.receive({ signal: timeout() }), "still here");
+    assert.throws(() => PosixMessageQueue.unlink(name), NotFoundError);
+    assert.throws(() => PosixMessageQueue.unlink("orders"), TypeError);
+    assert.throws(() => PosixMessageQueue.unlink("/a/b"), TypeError);
+  } finally {
+    cleanup();
   }
 });

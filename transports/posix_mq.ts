@@ -469,6 +469,50 @@ export class PosixMessageQueue implements Transport {
   }
 
   /**
+   * Removes a queue's name without opening it (mq_unlink(3)), which needs
+   * no read or write permission on the queue: only ownership (or root).
+   * Processes that have the queue open keep using it; the name can be
+   * created anew at once. Its presence record goes too.
+   *
+   * @param address `posix-mq:/name` or `/name`.
+   * @throws {TypeError} For a bad name.
+   * @throws {NotFoundError} When no queue has the name.
+   * @throws {PermissionDeniedError} When this user may not remove it (the message names its owner).
+   *
+   * @example Remove a queue left behind
+   * ```ts
+   * import { PosixMessageQueue } from "@ipcbus/ipcbus/posix-mq";
+   *
+   * const name = `/ipcbus-doc-${crypto.randomUUID()}`;
+   * PosixMessageQueue.open(name, { create: true }).close();
+   * PosixMessageQueue.unlink(name);
+   * ```
+   */
+  static unlink(address: string): void {
+    const name = parseName(address);
+    if (mq().mq_unlink(cString(name, "queue name")) === 0) {
+      Presence.forget(`${SCHEME}:${name}`);
+      return;
+    }
+    const code = errno();
+    if (code === E.ENOENT) {
+      Presence.forget(`${SCHEME}:${name}`);
+      throw new NotFoundError(`mq_unlink ${name} failed: no queue has this name`, {
+        errno: code,
+        syscall: "mq_unlink",
+      });
+    }
+    if (code === E.EACCES || code === E.EPERM) {
+      throw new PermissionDeniedError(
+        `${SCHEME}: only the owner of ${name} or root may remove it; this process runs as uid ` +
+          `${libc().geteuid()}${ownerOf(name)}`,
+        { errno: code, syscall: "mq_unlink" },
+      );
+    }
+    throw errnoError(code, "mq_unlink", `${SCHEME} ${name}`, strerror(code));
+  }
+
+  /**
    * Reads the queue's attributes (mq_getattr).
    *
    * @returns Capacity, message size, messages queued now, and this descriptor's flags.

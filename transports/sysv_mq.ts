@@ -103,6 +103,8 @@ import { Presence } from "../sync/presence.ts";
 import { Spinner } from "./_stream.ts";
 import { DEFAULT_SPIN_MICROS } from "./_stream_transport.ts";
 
+export { ftokKey } from "../ffi/sysv.ts";
+
 /** Options of {@linkcode SysvMessageQueue.open}. */
 export interface SysvMessageQueueOptions {
   /** Create the queue when no queue has the key (default false). Private queues are always created. */
