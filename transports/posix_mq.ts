@@ -119,6 +119,7 @@ import {
   NotFoundError,
   PermissionDeniedError,
 } from "../errors.ts";
+import { napSync } from "../ffi/_delay.ts";
 import { MQ_PRIO_MAX, O, POLL, RLIMIT } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
 import { readTextFile } from "../ffi/dir.ts";
@@ -221,8 +222,6 @@ const RECEIVE_NAP_PHASE_MS = 1;
 const NAP_MS = 0.01;
 /** After this many waits in a row that outlasted the nap phase (an idle peer), park at once. */
 const NAP_IDLE_LIMIT = 3;
-/** Slept on by naps; nobody notifies it. */
-const napCell = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Whether a wait should nap before it parks: yes while the peer looks
@@ -723,7 +722,7 @@ export class PosixMessageQueue implements Transport {
     const spin = this.#spinMs;
     do {
       await new Promise<void>((resolve) => setImmediate(resolve));
-      Atomics.wait(napCell, 0, 0, NAP_MS);
+      napSync(NAP_MS);
       if (both.aborted) throw this.#stopped(signal, both.reason);
       const woke = performance.now();
       do {

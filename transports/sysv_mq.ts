@@ -88,7 +88,7 @@ import {
   NotFoundError,
   PermissionDeniedError,
 } from "../errors.ts";
-import { delay } from "../ffi/_delay.ts";
+import { delay, napSync } from "../ffi/_delay.ts";
 import { E, errno, lastError, type Libc, libc, strerror } from "../ffi/libc.ts";
 import { decodeIpcPerm, DEFAULT_FTOK_PROJECT, ftokKey, IPC, keyHex, MSG, MSQID_DS } from "../ffi/sysv.ts";
 import { HelperErrno, onDetachedMessage, waitForMessage } from "../ffi/sysv_waiter.ts";
@@ -195,8 +195,6 @@ const SEND_NAP_MS = 0.01;
 /** The longest pause between attempts of a send waiting on timers, in ms. */
 const MAX_SEND_PAUSE_MS = 5;
 const TWO_32 = 2 ** 32;
-/** Slept on by naps; nobody notifies it. */
-const napCell = new Int32Array(new SharedArrayBuffer(4));
 
 /** A scratch `struct msqid_ds` (also big enough for `struct msginfo`). */
 const statBuffer = new Uint8Array(MSQID_DS.size);
@@ -249,6 +247,8 @@ export class SysvMessageQueue implements Transport {
   #sendWords: Uint32Array<ArrayBuffer>;
   #sendLength = -1;
   #sendLengthBig = 0n;
+  /** Failed `trySend` calls in a row (see trySend). */
+  #fullTries = 0;
   readonly #presence: Presence | null;
 
   private constructor(
@@ -677,12 +677,20 @@ export class SysvMessageQueue implements Transport {
    * @returns False when the queue is full (nothing was sent).
    * @throws {ChannelClosedError} When the transport was closed or the queue removed.
    * @throws {PermissionDeniedError} When this user may not write to the queue.
+   * @throws {MessageTooLargeError} When the queue is full and its capacity (`msg_qbytes`) was lowered
+   *   below the message's size since it was opened: checked on the first failed try in a row, then on
+   *   every 64th.
    */
   trySend(data: Uint8Array, type: number, _priority: number): boolean {
     this.#checkOpen();
     this.#prepare(data, type);
-    if (this.#attempt(this.#send, this.#sendLengthBig)) return true;
-    this.#checkRoom(data.length);
+    if (this.#attempt(this.#send, this.#sendLengthBig)) {
+      this.#fullTries = 0;
+      return true;
+    }
+    // Whether it can ever fit (msg_qbytes lowered since the queue was opened) costs a system call: a
+    // caller polling a full queue pays it on the first failure and then on every 64th only.
+    if ((this.#fullTries++ & 63) === 0) this.#checkRoom(data.length);
     return false;
   }
 
@@ -728,7 +736,7 @@ export class SysvMessageQueue implements Transport {
       try {
         if (performance.now() - start < SEND_NAP_PHASE_MS) {
           await nextTurn(both);
-          Atomics.wait(napCell, 0, 0, SEND_NAP_MS);
+          napSync(SEND_NAP_MS);
           both.throwIfAborted();
         } else {
           pause = Math.min(MAX_SEND_PAUSE_MS, pause * 2 || 1);
