@@ -6,7 +6,14 @@
  * @module
  */
 
-import { FrameError, open, registeredSchemes, SysvSemaphoreSet } from "../mod.ts";
+import {
+  FrameError,
+  inspectShmRing,
+  open,
+  registeredSchemes,
+  type ShmRingStat,
+  SysvSemaphoreSet,
+} from "../mod.ts";
 import { parse } from "./_args.ts";
 import { inventory, type IpcObject, keyText, presenceAddressOf } from "./_inventory.ts";
 import { userName } from "./_system.ts";
@@ -65,15 +72,13 @@ async function look(object: IpcObject): Promise<{ channel: StatReport["channel"]
   if (!registeredSchemes().includes(scheme)) {
     return { channel: { error: `no ${scheme}: transport in this version of ipcbus` }, stat: null };
   }
+  if (scheme === "shm") return lookAtRing(address, object);
   const recorded = presenceAddressOf(object.kind, object.name, object.id);
   return await leavingNoRecord(recorded, async () => {
     let channel;
     try {
-      channel = await open(address, address.startsWith("shm:") ? { initTimeout: 0 } : {});
+      channel = await open(address);
     } catch (error) {
-      if (error instanceof FrameError && object.channelAddress === null) {
-        return { channel: { error: `not an ipcbus ring (${error.message})` }, stat: null };
-      }
       return { channel: { error: describeError(error) }, stat: null };
     }
     let stat: unknown = null;
@@ -91,6 +96,32 @@ async function look(object: IpcObject): Promise<{ channel: StatReport["channel"]
       channel.close();
     }
   });
+}
+
+/**
+ * A ring is read where it lies (`inspectShmRing`: mapped read-only, no user
+ * slot taken, no presence record), not joined: joining would count as a
+ * user, and wait for a creator still initializing it.
+ */
+function lookAtRing(address: string, object: IpcObject): { channel: StatReport["channel"]; stat: unknown } {
+  let stat: ShmRingStat;
+  try {
+    stat = inspectShmRing(address);
+  } catch (error) {
+    if (error instanceof FrameError && object.channelAddress === null) {
+      return { channel: { error: `not an ipcbus ring (${error.message})` }, stat: null };
+    }
+    return { channel: { error: describeError(error) }, stat: null };
+  }
+  const info = {
+    scheme: "shm",
+    address: `shm:${stat.name}`,
+    mode: stat.mode,
+    overflow: stat.overflow,
+    capacity: stat.capacity,
+    maxMessageSize: stat.maxMessageSize,
+  };
+  return { channel: { info }, stat };
 }
 
 function semaphoreValues(object: IpcObject): StatReport["semaphores"] {

@@ -280,7 +280,13 @@ Deno.test({
     const made = [...semaphoreSets(users)].filter((id) => !before.has(id));
     assert.equal(made.length, 1, "the ring's semaphore set was not found");
     const stat = await ipcbus(["stat", address, "--json"]);
-    assert.equal((JSON.parse(stat.stdout) as { object: { messages: number } }).object.messages, 1);
+    const report = JSON.parse(stat.stdout) as {
+      object: { messages: number };
+      stat: { messages: number; users: unknown[]; inUse: boolean };
+    };
+    assert.equal(report.object.messages, 1);
+    // Read where it lies, not joined: stat is no user of the ring.
+    assert.deepEqual([report.stat.messages, report.stat.users.length, report.stat.inUse], [1, 0, false]);
     const removed = await ipcbus(["rm", address, "--yes"]);
     assert.equal(removed.code, 0, removed.stderr);
     assert.match(removed.stdout, /semaphore set/);
