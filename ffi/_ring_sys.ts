@@ -13,7 +13,7 @@ import { cString } from "./cstring.ts";
 import { F, O } from "./constants.ts";
 import { closeFd, fchmodFd, fstatFd } from "./fd.ts";
 import { E, errno, lastError, libc, need, strerror } from "./libc.ts";
-import { type FileStat, FLOCK } from "./structs.ts";
+import { type FileStat, fillFlock, FLOCK } from "./structs.ts";
 import { IPC, SEM, SEMBUF, SEMID_DS } from "./sysv.ts";
 
 /** What {@linkcode openObject} did. */
@@ -213,14 +213,6 @@ export function removeSemaphores(id: number): number {
 const flock = new Uint8Array(FLOCK.size);
 const flockView = new DataView(flock.buffer);
 
-function fillFlock(type: number, start: number, length: number): void {
-  flock.fill(0);
-  flockView.setInt16(FLOCK.l_type, type, true);
-  flockView.setInt16(FLOCK.l_whence, 0, true); // SEEK_SET
-  flockView.setBigInt64(FLOCK.l_start, BigInt(start), true);
-  flockView.setBigInt64(FLOCK.l_len, BigInt(length), true);
-}
-
 /**
  * Takes (without waiting) or releases an open-file-description write lock
  * on `length` bytes at `start` (`F_OFD_SETLK`). The kernel drops it when the
@@ -236,7 +228,7 @@ function fillFlock(type: number, start: number, length: number): void {
 export function lockBytes(fd: number, start: number, length: number, lock: boolean): boolean {
   const { fcntl_lock } = libc();
   for (;;) {
-    fillFlock(lock ? F.WRLCK : F.UNLCK, start, length);
+    fillFlock(flock, lock ? F.WRLCK : F.UNLCK, start, length);
     if (fcntl_lock(fd, F.OFD_SETLK, flock) === 0) return true;
     const code = errno();
     if (code === E.EINTR) continue;
@@ -259,7 +251,7 @@ export function lockBytes(fd: number, start: number, length: number, lock: boole
 export function lockedByte(fd: number, start: number, length: number): number {
   const { fcntl_lock } = libc();
   for (;;) {
-    fillFlock(F.WRLCK, start, length);
+    fillFlock(flock, F.WRLCK, start, length);
     if (fcntl_lock(fd, F.OFD_GETLK, flock) === 0) {
       if (flockView.getInt16(FLOCK.l_type, true) === F.UNLCK) return -1;
       return Number(flockView.getBigInt64(FLOCK.l_start, true));

@@ -8,7 +8,7 @@
 import { cString } from "./cstring.ts";
 import { EFD, F, O } from "./constants.ts";
 import { E, errno, lastError, libc } from "./libc.ts";
-import { decodeStat, type FileStat, FLOCK, STAT } from "./structs.ts";
+import { decodeStat, type FileStat, fillFlock, FLOCK, STAT } from "./structs.ts";
 
 export type { FileStat } from "./structs.ts";
 
@@ -165,7 +165,7 @@ export function pipeCapacity(fd: number): number {
  */
 export function lockWholeFile(fd: number, type: number, wait: boolean): boolean {
   const flock = new Uint8Array(FLOCK.size);
-  new DataView(flock.buffer).setInt16(0, type, true);
+  fillFlock(flock, type, 0, 0);
   const { fcntl_lock } = libc();
   for (;;) {
     if (fcntl_lock(fd, wait ? F.OFD_SETLKW : F.OFD_SETLK, flock) === 0) return true;

@@ -24,6 +24,24 @@ export const IOVEC = { size: 16, iov_base: 0, iov_len: 8 } as const;
 /** Layout of `struct flock` (used with the `F_OFD_*` commands). */
 export const FLOCK = { size: 32, l_type: 0, l_whence: 2, l_start: 8, l_len: 16, l_pid: 24 } as const;
 
+/**
+ * Fills a `struct flock` for fcntl(2) record locks: `type` over `length`
+ * bytes from `start` (`SEEK_SET`; length 0: to the end of the file and
+ * beyond), every other field zero (`l_pid` must be 0 for OFD locks).
+ *
+ * @param flock The struct's bytes ({@linkcode FLOCK}.size of them).
+ * @param type `F.RDLCK`, `F.WRLCK` or `F.UNLCK`.
+ * @param start First byte.
+ * @param length Bytes.
+ */
+export function fillFlock(flock: Uint8Array, type: number, start: number, length: number): void {
+  const view = new DataView(flock.buffer, flock.byteOffset, FLOCK.size);
+  flock.fill(0, 0, FLOCK.size);
+  view.setInt16(FLOCK.l_type, type, true);
+  view.setBigInt64(FLOCK.l_start, BigInt(start), true);
+  view.setBigInt64(FLOCK.l_len, BigInt(length), true);
+}
+
 /** Sizes of opaque glibc types, rounded up generously where glibc may grow them. */
 export const OPAQUE = {
   /** `posix_spawn_file_actions_t` is 80 bytes on both. */

@@ -59,7 +59,7 @@ import { F, O } from "../ffi/constants.ts";
 import { closeFd, type FileStat, fstatFd, lstatPath, openPath, unlinkPath } from "../ffi/fd.ts";
 import { canProbeLock, FileHelperErrno, probeLock } from "../ffi/file_waiter.ts";
 import { E, errno, libc, strerror } from "../ffi/libc.ts";
-import { FLOCK } from "../ffi/structs.ts";
+import { fillFlock, FLOCK } from "../ffi/structs.ts";
 import { openRegularFile } from "../memory/_regular_file.ts";
 
 /** Which kind of fcntl lock (see the module documentation). */
@@ -513,11 +513,7 @@ export class FileLock implements Disposable {
   }
 
   #fill(type: number, start: number, length: number): void {
-    const view = this.#flockView;
-    this.#flock.fill(0);
-    view.setInt16(FLOCK.l_type, type, true);
-    view.setBigInt64(FLOCK.l_start, BigInt(start), true);
-    view.setBigInt64(FLOCK.l_len, BigInt(length), true);
+    fillFlock(this.#flock, type, start, length);
   }
 
   /** One F_(OFD_)SETLK; false when a conflicting lock is held elsewhere. */

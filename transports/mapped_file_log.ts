@@ -85,7 +85,7 @@ import { F } from "../ffi/constants.ts";
 import { closeFd, type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
 import { FileHelperErrno, futexWait, futexWake, type SyncRange, syncRanges } from "../ffi/file_waiter.ts";
 import { E, errno, libc, strerror } from "../ffi/libc.ts";
-import { FLOCK } from "../ffi/structs.ts";
+import { fillFlock, FLOCK } from "../ffi/structs.ts";
 import { pageSize } from "../ffi/sysv.ts";
 import { openRegularFile } from "../memory/_regular_file.ts";
 import { MappedFile } from "../memory/mapped_file.ts";
@@ -425,12 +425,8 @@ export class MappedFileLog implements Transport, Disposable {
       capacity: this.#capacity,
       maxMessageSize: this.#maxMessageSize,
     };
-    for (const [request, type] of [[this.#lockRequest, F.WRLCK], [this.#unlockRequest, F.UNLCK]] as const) {
-      const view = new DataView(request.buffer);
-      view.setInt16(FLOCK.l_type, type, true);
-      view.setBigInt64(FLOCK.l_start, BigInt(LOCK_APPEND), true);
-      view.setBigInt64(FLOCK.l_len, 1n, true);
-    }
+    fillFlock(this.#lockRequest, F.WRLCK, LOCK_APPEND, 1);
+    fillFlock(this.#unlockRequest, F.UNLCK, LOCK_APPEND, 1);
     this.info = {
       scheme: SCHEME,
       address: `${SCHEME}:${path}`,
