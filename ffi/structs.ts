@@ -24,6 +24,9 @@ export const IOVEC = { size: 16, iov_base: 0, iov_len: 8 } as const;
 /** Layout of `struct flock` (used with the `F_OFD_*` commands). */
 export const FLOCK = { size: 32, l_type: 0, l_whence: 2, l_start: 8, l_len: 16, l_pid: 24 } as const;
 
+/** `struct mq_attr` (byte offsets): four longs, then four reserved longs. */
+export const MQ_ATTR = { size: 64, mq_flags: 0, mq_maxmsg: 8, mq_msgsize: 16, mq_curmsgs: 24 } as const;
+
 /**
  * Fills a `struct flock` for fcntl(2) record locks: `type` over `length`
  * bytes from `start` (`SEEK_SET`; length 0: to the end of the file and

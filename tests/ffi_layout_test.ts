@@ -21,7 +21,7 @@ import {
   WNOHANG,
 } from "../ffi/constants.ts";
 import { E } from "../ffi/libc.ts";
-import { FLOCK, IOVEC, OPAQUE, POLLFD, STAT } from "../ffi/structs.ts";
+import { FLOCK, IOVEC, MQ_ATTR, OPAQUE, POLLFD, STAT } from "../ffi/structs.ts";
 import {
   IPC,
   IPC_PERM,
@@ -97,6 +97,7 @@ const LAYOUT = `
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <mqueue.h>
+#include <mqueue.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -128,6 +129,9 @@ int main(void) {
   SIZE(struct flock);
   FIELD(struct flock, l_type); FIELD(struct flock, l_whence); FIELD(struct flock, l_start);
   FIELD(struct flock, l_len); FIELD(struct flock, l_pid);
+  SIZE(struct mq_attr);
+  FIELD(struct mq_attr, mq_flags); FIELD(struct mq_attr, mq_maxmsg); FIELD(struct mq_attr, mq_msgsize);
+  FIELD(struct mq_attr, mq_curmsgs);
   SIZE(posix_spawn_file_actions_t); SIZE(posix_spawnattr_t); SIZE(sigset_t);
   SIZE(nfds_t); SIZE(mode_t); SIZE(uid_t); SIZE(pid_t); SIZE(size_t); SIZE(ssize_t); SIZE(long);
   SIZE(short); SIZE(int); SIZE(unsigned int); SIZE(void *); SIZE(char **);
@@ -218,6 +222,14 @@ Deno.test({
         assert.equal(FLOCK[field], c.get(`struct flock.${field}`), field);
       }
       assert.equal(c.get("sizeof struct flock.l_type"), 2, "lockWholeFile writes l_type as i16");
+    });
+
+    await t.step("struct mq_attr (posix_mq.ts reads and writes its fields as 64-bit words)", () => {
+      assert.equal(MQ_ATTR.size, c.get("sizeof struct mq_attr"));
+      for (const field of ["mq_flags", "mq_maxmsg", "mq_msgsize", "mq_curmsgs"] as const) {
+        assert.equal(MQ_ATTR[field], c.get(`struct mq_attr.${field}`), field);
+        assert.equal(c.get(`sizeof struct mq_attr.${field}`), 8, field);
+      }
     });
 
     await t.step("opaque glibc types fit the buffers ipcbus allocates", () => {

@@ -120,6 +120,7 @@ import {
   PermissionDeniedError,
 } from "../errors.ts";
 import { napSync } from "../ffi/_delay.ts";
+import { MQ_ATTR } from "../ffi/structs.ts";
 import { MQ_PRIO_MAX, O, POLL, RLIMIT } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
 import { readTextFile } from "../ffi/dir.ts";
@@ -208,8 +209,13 @@ const KERNEL_DEFAULTS = { msg_default: 10, msgsize_default: 8192, msg_max: 10, m
  * 64-bit Linux (an estimate: the sizes are the kernel's business).
  */
 const OVERHEAD_PER_MESSAGE = 96;
-/** Layout of `struct mq_attr`: four longs, then four reserved longs. */
-const MQ_ATTR = { size: 64, mq_flags: 0, mq_maxmsg: 1, mq_msgsize: 2, mq_curmsgs: 3 } as const;
+/** Indexes of `struct mq_attr`'s fields among its 64-bit words. */
+const MQ_WORD = {
+  mq_flags: MQ_ATTR.mq_flags / 8,
+  mq_maxmsg: MQ_ATTR.mq_maxmsg / 8,
+  mq_msgsize: MQ_ATTR.mq_msgsize / 8,
+  mq_curmsgs: MQ_ATTR.mq_curmsgs / 8,
+} as const;
 const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;
 /**
  * How long a waiting send naps between turns of the event loop before it
@@ -533,10 +539,10 @@ export class PosixMessageQueue implements Transport {
     this.#checkOpen();
     if (mq().mq_getattr(this.#fd, attrBytes) !== 0) throw this.#error(errno(), "mq_getattr");
     return {
-      maxMessages: Number(attrWords[MQ_ATTR.mq_maxmsg]),
-      messageSize: Number(attrWords[MQ_ATTR.mq_msgsize]),
-      messages: Number(attrWords[MQ_ATTR.mq_curmsgs]),
-      flags: Number(attrWords[MQ_ATTR.mq_flags]),
+      maxMessages: Number(attrWords[MQ_WORD.mq_maxmsg]),
+      messageSize: Number(attrWords[MQ_WORD.mq_msgsize]),
+      messages: Number(attrWords[MQ_WORD.mq_curmsgs]),
+      flags: Number(attrWords[MQ_WORD.mq_flags]),
     };
   }
 
@@ -758,7 +764,7 @@ export class PosixMessageQueue implements Transport {
   /** Whether the queue has room now (mq_getattr; errors are left to the mq_send that follows). */
   #hasRoom(): boolean {
     if (this.#getattr(this.#fd, attrBytes) !== 0) return true;
-    return attrInts[2 * MQ_ATTR.mq_curmsgs] < attrInts[2 * MQ_ATTR.mq_maxmsg];
+    return attrInts[2 * MQ_WORD.mq_curmsgs] < attrInts[2 * MQ_WORD.mq_maxmsg];
   }
 
   /**
@@ -1062,8 +1068,8 @@ function openQueue(
     if (maxMessages !== undefined || messageSize !== undefined) {
       attributes = new Uint8Array(MQ_ATTR.size);
       const words = new BigInt64Array(attributes.buffer);
-      words[MQ_ATTR.mq_maxmsg] = BigInt(sizes.maxMessages);
-      words[MQ_ATTR.mq_msgsize] = BigInt(sizes.messageSize);
+      words[MQ_WORD.mq_maxmsg] = BigInt(sizes.maxMessages);
+      words[MQ_WORD.mq_msgsize] = BigInt(sizes.messageSize);
     }
   }
   // A queue removed between the two calls is created on the next round.
@@ -1117,8 +1123,8 @@ function getAttributes(fd: number, name: string): { maxMessages: number; message
     throw errnoError(code, "mq_getattr", `${SCHEME} ${name}`, strerror(code));
   }
   return {
-    maxMessages: Number(attrWords[MQ_ATTR.mq_maxmsg]),
-    messageSize: Number(attrWords[MQ_ATTR.mq_msgsize]),
+    maxMessages: Number(attrWords[MQ_WORD.mq_maxmsg]),
+    messageSize: Number(attrWords[MQ_WORD.mq_msgsize]),
   };
 }
 
