@@ -592,18 +592,36 @@ Deno.test("shm: the tests left nothing in /dev/shm", async () => {
   assert.deepEqual((await listShm()).filter((name) => name.includes(RUN)), []);
 });
 
-Deno.test("a ring whose name was removed by hand: the last close drops its presence record", () => {
+Deno.test("a ring whose name was removed by hand: the last close drops its presence record and semaphore set", () => {
   const name = fresh();
   const ring = ShmRing.open(name, { create: true, capacity: 4096 });
+  const other = ShmRing.open(name);
   const semaphores = ring.info.semaphoreSet as number;
+  const setExists = () => {
+    try {
+      SysvSemaphoreSet.open({ id: semaphores, initTimeout: 0 }).close();
+      return true;
+    } catch (error) {
+      if (error instanceof NotFoundError) return false;
+      throw error;
+    }
+  };
   try {
     assert.equal(Presence.probe(`shm:${name}`), "live");
     PosixSharedMemory.unlink(name); // as `rm /dev/shm/...` would: the ring code is not told
+    other.close();
+    assert.ok(setExists(), "a user is left: the set stays");
     ring.close();
     assert.equal(Presence.probe(`shm:${name}`), "unknown");
+    assert.equal(
+      setExists(),
+      false,
+      "nobody can open the ring again: its semaphore set went with the last user",
+    );
   } finally {
     ring.close();
-    SysvSemaphoreSet.open({ id: semaphores, initTimeout: 0 }).remove(); // left behind by the hand removal
+    other.close();
+    if (setExists()) SysvSemaphoreSet.open({ id: semaphores, initTimeout: 0 }).remove();
     cleanUp();
   }
 });

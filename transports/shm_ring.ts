@@ -284,6 +284,8 @@ export class ShmRing implements Transport {
 
   readonly #name: string;
   readonly #fd: number;
+  /** The shared memory object's device and inode (to tell whether its name still refers to it). */
+  readonly #identity: { dev: bigint; ino: bigint };
   readonly #presence: Presence | null;
   readonly #mapping: Mapping;
   readonly #h: Int32Array<ArrayBuffer>;
@@ -367,6 +369,8 @@ export class ShmRing implements Transport {
   ) {
     this.#name = name;
     this.#fd = fd;
+    const { dev, ino } = fstatFd(fd);
+    this.#identity = { dev, ino };
     this.#mapping = mapping;
     const buffer = mapping.buffer;
     this.#h = new Int32Array(buffer);
@@ -1607,13 +1611,17 @@ export class ShmRing implements Transport {
     Atomics.store(h, slotI + (L.S_STATE >> 2), 0);
     this.#closer.abort(this.#closedError());
     this.#waiter?.stop();
+    // The ring's name removed (or made anew) by someone else while we had it, and no other process
+    // using it: nobody can open it again, so its System V semaphore set would be left for good.
+    const named = inspect(backingPath(this.#name, ""));
+    const ours = named !== null && named.dev === this.#identity.dev && named.ino === this.#identity.ino;
+    const orphaned = !ours && (h[iFLAGS] & L.REMOVED) === 0 &&
+      !describe(h, this.#geometry, this.#name, this.#fd, this.#slot).inUse;
     closeFd(this.#fd);
     this.#presence?.release();
-    // The ring's name removed by someone else (rm in /dev/shm) while we had it: drop its presence
-    // record, which nobody can use any more (as the other transports do).
-    if (this.#presence && inspect(backingPath(this.#name, "")) === null) {
-      Presence.forget(`${SCHEME}:${this.#name}`);
-    }
+    // Its presence record goes too, which nobody can use any more (as the other transports do).
+    if (this.#presence && named === null) Presence.forget(`${SCHEME}:${this.#name}`);
+    if (orphaned) removeSemaphores(this.#semid);
     if (this.#pins === 0) this.#release();
   }
 
