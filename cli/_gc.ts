@@ -9,7 +9,7 @@
  * removes the object through the public API, then removes the record. It
  * never removes an object whose record is held (live), an object without a
  * record (unknown), or a `file:` log (durable data: reported, never
- * deleted).
+ * deleted; only the record of a log whose file is gone goes).
  *
  * @module
  */
@@ -36,7 +36,8 @@ gc never removes:
   - an object without a presence record (not made by ipcbus, or made by a
     program that does not record presence: its use is unknown),
   - a file: log (durable data): stale logs are reported, never deleted;
-    remove one with ipcbus rm file:PATH.
+    remove one with ipcbus rm file:PATH (the record of a log whose file is
+    gone is removed).
 Processes that use an object without ipcbus (a C peer, ipcs tools) are not
 seen: run gc when such peers are stopped, or name the objects to collect.
 
@@ -69,7 +70,7 @@ async function collect(object: IpcObject, dryRun: boolean): Promise<GcResult> {
   if (object.kind === "sysv-shm" && (object.attached ?? 0) > 0) {
     return { ...base, result: "kept", reason: `attached ${object.attached} time(s)` };
   }
-  if (object.kind === "file") {
+  if (object.kind === "file" && object.exists !== false) {
     return {
       ...base,
       result: "kept",
