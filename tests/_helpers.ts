@@ -6,6 +6,9 @@
 // still there for a final check.
 
 import { Presence } from "../sync/presence.ts";
+import type { TransportInfo } from "../transport.ts";
+import { readDirectory } from "../ffi/dir.ts";
+import { fstatFd } from "../ffi/fd.ts";
 
 /** One id per test module: every temp name made by that module contains it. */
 export const RUN = crypto.randomUUID().slice(0, 8);
@@ -351,6 +354,46 @@ export async function bounded<T>(promise: T | Promise<T>, what: string, ms = 30_
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * How many descriptors of this process refer to the file `dev`/`ino`
+ * (other test modules may run in this process: count only those).
+ */
+export function descriptorsOf({ dev, ino }: { dev: bigint; ino: bigint }): number {
+  return readDirectory("/proc/self/fd")!.filter((fd) => {
+    try {
+      const stat = fstatFd(Number(fd));
+      return stat.dev === dev && stat.ino === ino;
+    } catch {
+      return false; // the directory's own descriptor, closed by now
+    }
+  }).length;
+}
+
+/**
+ * The `info` of a transport made up for a test: scheme `scheme`, message
+ * types but no type filter, no priorities, one reader and one writer, not
+ * persistent; the limits given.
+ */
+export function testTransportInfo(
+  scheme: string,
+  limits: { maxMessageSize: number; maxType: number },
+): TransportInfo {
+  return {
+    scheme,
+    address: `${scheme}:`,
+    capabilities: {
+      types: true,
+      typeFilter: false,
+      priority: false,
+      multiWriter: false,
+      multiReader: false,
+      persistent: false,
+    },
+    maxPriority: 0,
+    ...limits,
+  };
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   type TransportInfo,
   ValidationError,
 } from "../mod.ts";
+import { testTransportInfo } from "./_helpers.ts";
 
 function pair<T>(codec?: Codec<T>) {
   const [a, b] = Pipe.pair();
@@ -42,21 +43,7 @@ class Batching implements Transport {
   batchSends = 0;
   batchReceives = 0;
   readonly #waiters: (() => void)[] = [];
-  readonly info: TransportInfo = {
-    scheme: "batching",
-    address: "batching:",
-    capabilities: {
-      types: true,
-      typeFilter: false,
-      priority: false,
-      multiWriter: false,
-      multiReader: false,
-      persistent: false,
-    },
-    maxMessageSize: 16,
-    maxType: 100,
-    maxPriority: 0,
-  };
+  readonly info: TransportInfo = testTransportInfo("batching", { maxMessageSize: 16, maxType: 100 });
   constructor(room = Infinity) {
     this.room = room;
   }

@@ -20,7 +20,7 @@ import {
   type TransportInfo,
   ValidationError,
 } from "../mod.ts";
-import { leftovers } from "./_helpers.ts";
+import { leftovers, testTransportInfo } from "./_helpers.ts";
 
 /** Two connected channels; both closed on dispose. */
 function pair<T>(options: ConstructorParameters<typeof Channel<T>>[1] = {}, pipe = {}) {
@@ -265,21 +265,7 @@ Deno.test("concurrent sends and receives keep call order (sends overflow the pip
  * most one send and one receive in flight at a time".
  */
 class Manual implements Transport {
-  readonly info: TransportInfo = {
-    scheme: "manual",
-    address: "manual:",
-    capabilities: {
-      types: true,
-      typeFilter: false,
-      priority: false,
-      multiWriter: false,
-      multiReader: false,
-      persistent: false,
-    },
-    maxMessageSize: 1024,
-    maxType: 10,
-    maxPriority: 0,
-  };
+  readonly info: TransportInfo = testTransportInfo("manual", { maxMessageSize: 1024, maxType: 10 });
   receivesInFlight = 0;
   maxReceivesInFlight = 0;
   sendsInFlight = 0;
@@ -860,21 +846,7 @@ Deno.test("channel_test leaves nothing under /tmp", () => {
  * itself (got within a spin), a promise, or another thenable.
  */
 class Answering implements Transport {
-  readonly info: TransportInfo = {
-    scheme: "answering",
-    address: "answering:",
-    capabilities: {
-      types: true,
-      typeFilter: false,
-      priority: false,
-      multiWriter: false,
-      multiReader: false,
-      persistent: false,
-    },
-    maxMessageSize: 64,
-    maxType: 5,
-    maxPriority: 0,
-  };
+  readonly info: TransportInfo = testTransportInfo("answering", { maxMessageSize: 64, maxType: 5 });
   receives = 0;
   constructor(readonly answer: "frame" | "promise" | "thenable" | "rejection") {}
   trySend(): boolean {

@@ -3,22 +3,8 @@
 import assert from "node:assert/strict";
 import { futexWait, stopHelperThreads } from "../ffi/file_waiter.ts";
 import { FileLock } from "../sync/file_lock.ts";
-import { readDirectory } from "../ffi/dir.ts";
-import { fstatFd, lstatPath } from "../ffi/fd.ts";
-import { TempDir } from "./_helpers.ts";
-
-/** Descriptors of this process open on `path` (other test modules may run in this process). */
-function descriptorsOf(path: string): number {
-  const { dev, ino } = lstatPath(path)!;
-  return readDirectory("/proc/self/fd")!.filter((fd) => {
-    try {
-      const stat = fstatFd(Number(fd));
-      return stat.dev === dev && stat.ino === ino;
-    } catch {
-      return false; // the directory's own descriptor, closed by now
-    }
-  }).length;
-}
+import { lstatPath } from "../ffi/fd.ts";
+import { descriptorsOf, TempDir } from "./_helpers.ts";
 
 Deno.test("a lock wait and a futex wait whose helper thread stops reject, and later waits work", async () => {
   await using dir = await TempDir.make();
@@ -27,7 +13,7 @@ Deno.test("a lock wait and a futex wait whose helper thread stops reject, and la
   using waiter = FileLock.open(path);
   const held = holder.tryLock();
   assert.ok(held);
-  const before = descriptorsOf(path);
+  const before = descriptorsOf(lstatPath(path)!);
   const signal = AbortSignal.timeout(20_000);
   const lock = waiter.lock({ signal });
   const word = new Int32Array(1);
@@ -36,7 +22,7 @@ Deno.test("a lock wait and a futex wait whose helper thread stops reject, and la
   await stopHelperThreads();
   await assert.rejects(lock, /file helper thread stopped/);
   await assert.rejects(futex, /file helper thread stopped/);
-  assert.equal(descriptorsOf(path), before, "the lock probe's descriptor was closed");
+  assert.equal(descriptorsOf(lstatPath(path)!), before, "the lock probe's descriptor was closed");
   // New waits get new threads.
   const again = waiter.lock({ signal });
   held.unlock();

@@ -15,11 +15,12 @@ import {
 } from "../errors.ts";
 import { O } from "../ffi/constants.ts";
 import { readDirectory, readTextFile } from "../ffi/dir.ts";
-import { fstatFd, lstatPath } from "../ffi/fd.ts";
+import { lstatPath } from "../ffi/fd.ts";
 import { libc, need } from "../ffi/libc.ts";
 import { MAX_SHARED_MEMORY_NAME, PosixSharedMemory } from "../memory/posix_shared_memory.ts";
 import {
   CommandChild,
+  descriptorsOf,
   euid,
   fixture,
   hasCc,
@@ -453,17 +454,9 @@ Deno.test("many objects open and closed: descriptors and mappings are released",
   const name = freshName();
   try {
     using keeper = PosixSharedMemory.open(name, { create: true, size: 1 << 16 });
-    const { dev, ino } = lstatPath(shmPath(name))!;
-    // Other test modules may run in this process: count only what refers to this object.
-    const descriptors = () =>
-      readDirectory("/proc/self/fd")!.filter((fd) => {
-        try {
-          const stat = fstatFd(Number(fd));
-          return stat.dev === dev && stat.ino === ino;
-        } catch {
-          return false; // the directory's own descriptor, closed by now
-        }
-      }).length;
+    const identity = lstatPath(shmPath(name))!;
+    const { ino } = identity;
+    const descriptors = () => descriptorsOf(identity);
     const mappings = () =>
       readTextFile("/proc/self/maps")!.split("\n").filter((line) => {
         const fields = line.trim().split(/\s+/); // address perms offset dev inode path
