@@ -647,19 +647,8 @@ class Loopback implements Transport {
   readonly info: TransportInfo;
   constructor(address: string, readonly options: Readonly<Record<string, unknown>>) {
     this.info = {
-      scheme: address.slice(0, address.indexOf(":")),
+      ...testTransportInfo(address.slice(0, address.indexOf(":")), { maxMessageSize: 64, maxType: 5 }),
       address,
-      capabilities: {
-        types: true,
-        typeFilter: false,
-        priority: false,
-        multiWriter: false,
-        multiReader: false,
-        persistent: false,
-      },
-      maxMessageSize: 64,
-      maxType: 5,
-      maxPriority: 0,
       extra: "custom detail",
     };
   }
