@@ -81,12 +81,20 @@ export interface IpcObject {
   details: Record<string, unknown>;
 }
 
+/** Why objects of some kinds may be missing from an inventory. */
+export interface InventoryNote {
+  /** The kinds it concerns. */
+  kinds: Kind[];
+  /** What to tell the user. */
+  text: string;
+}
+
 /** What {@linkcode inventory} found, with notes on what it could not see. */
 export interface Inventory {
   /** The objects, sorted by kind then name. */
   objects: IpcObject[];
   /** Why some objects may be missing (for example `/dev/mqueue` not mounted). */
-  notes: string[];
+  notes: InventoryNote[];
 }
 
 /**
@@ -185,7 +193,7 @@ function fileDetails(row: FileRow): Record<string, unknown> {
  * @returns The objects and notes.
  */
 export function inventory(): Inventory {
-  const notes: string[] = [];
+  const notes: InventoryNote[] = [];
   const records: Records = new Map();
   for (const record of Presence.list()) {
     records.set(record.address, { address: record.address, state: record.state, uid: record.uid });
@@ -198,7 +206,10 @@ export function inventory(): Inventory {
   const sets = sysvSemaphores();
   const segments = sysvSegments();
   if (queues === null || sets === null || segments === null) {
-    notes.push("System V objects are not listed: /proc/sysvipc cannot be read here");
+    notes.push({
+      kinds: ["sysv-mq", "sysv-sem", "sysv-shm"],
+      text: "System V objects are not listed: /proc/sysvipc cannot be read here",
+    });
   }
   for (const q of queues ?? []) {
     add({
@@ -273,14 +284,17 @@ export function inventory(): Inventory {
 
   const mqueue = mqueueMount();
   if (mqueue === null) {
-    notes.push(
-      "POSIX message queues are not listed: the mqueue file system is not mounted " +
+    notes.push({
+      kinds: ["posix-mq"],
+      text: "POSIX message queues are not listed: the mqueue file system is not mounted " +
         "(as root: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue)",
-    );
+    });
   } else if (mqueue !== "/dev/mqueue") {
-    notes.push(
-      `POSIX message queues are not listed: the mqueue file system is mounted on ${mqueue}, not /dev/mqueue`,
-    );
+    notes.push({
+      kinds: ["posix-mq"],
+      text:
+        `POSIX message queues are not listed: the mqueue file system is mounted on ${mqueue}, not /dev/mqueue`,
+    });
   }
   for (const row of (mqueue === "/dev/mqueue" ? listDir("/dev/mqueue") : null) ?? []) {
     if (!row.isFile) continue;
@@ -300,7 +314,10 @@ export function inventory(): Inventory {
 
   const shm = listDir("/dev/shm");
   if (shm === null) {
-    notes.push("POSIX shared memory and named semaphores are not listed: /dev/shm cannot be read");
+    notes.push({
+      kinds: ["posix-shm", "posix-sem"],
+      text: "POSIX shared memory and named semaphores are not listed: /dev/shm cannot be read",
+    });
   }
   for (const row of shm ?? []) {
     const base = row.path.slice("/dev/shm/".length);

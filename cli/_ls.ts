@@ -128,13 +128,10 @@ export function ls(args: readonly string[]): number {
   const filter = objectFilter(values, "ls");
   const found = inventory();
   const objects = found.objects.filter((o) => matches(o, filter));
-  const notes = filter.kinds.size
-    ? found.notes.filter((note) =>
-      (filter.kinds.has("posix-mq") && note.includes("POSIX message")) ||
-      ([...filter.kinds].some((k) => k.startsWith("sysv-")) && note.includes("System V")) ||
-      (["posix-shm", "posix-sem"].some((k) => filter.kinds.has(k)) && note.includes("/dev/shm"))
-    )
-    : found.notes;
+  const notes =
+    (filter.kinds.size
+      ? found.notes.filter((note) => note.kinds.some((kind) => filter.kinds.has(kind)))
+      : found.notes).map((note) => note.text);
   if (values.json) {
     printJson({ objects, notes });
     return 0;
