@@ -625,3 +625,23 @@ Deno.test("a ring whose name was removed by hand: the last close drops its prese
     cleanUp();
   }
 });
+
+Deno.test("trySendBatch stops after 256 KiB of payload; the rest goes in the next call", async () => {
+  const name = fresh();
+  const ring = ShmRing.open(name, { create: true, capacity: 4 << 20 });
+  try {
+    const big = new Uint8Array(64 * 1024);
+    const frames = Array.from({ length: 10 }, () => big);
+    assert.equal(ring.trySendBatch(frames, 1, 0), 4, "4 × 64 KiB reach 256 KiB");
+    assert.equal(ring.trySendBatch(frames.slice(4), 1, 0), 4);
+    assert.equal(ring.trySendBatch(frames.slice(8), 1, 0), 2);
+    const small = Array.from({ length: 1000 }, () => new Uint8Array(64));
+    assert.equal(ring.trySendBatch(small, 1, 0), 1000, "small messages are not held back");
+    let taken = 0;
+    while (ring.tryReceiveBatch(ANY, 10_000, () => taken++) > 0) { /* drain */ }
+    assert.equal(taken, 1010);
+  } finally {
+    await ring.unlink();
+    ring.close();
+  }
+});

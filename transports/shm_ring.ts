@@ -259,6 +259,15 @@ const BUSY = -1;
 const EMPTY = 0;
 /** Payloads up to this many bytes are copied out word by word (no view allocated). */
 const WORD_COPY_LIMIT = 256;
+/**
+ * One `trySendBatch` places frames until this many payload bytes (then
+ * publishes and returns): a consumer copying large messages out works
+ * alongside the producer copying the next ones in, instead of waiting for a
+ * whole ring's worth. Measured with 64 KiB messages: +41% through `Channel`
+ * (copying out), −19% for a consumer that copies nothing; small messages
+ * (256 × 64 B per batch) never reach it.
+ */
+const BATCH_BYTES = 256 * 1024;
 const EMPTY_BYTES = new Uint8Array(0);
 
 /**
@@ -635,12 +644,15 @@ export class ShmRing implements Transport {
 
   /**
    * Sends a prefix of `frames` without waiting, under one lock: the write
-   * position is published and consumers are woken once for the lot.
+   * position is published and consumers are woken once for the lot. It
+   * stops once 256 KiB of payload are placed (large messages then flow
+   * while the consumer copies them out): call again for the rest.
    *
    * @param frames The payloads.
    * @param type Their type.
    * @param _priority Unused.
-   * @returns How many were sent (from the first); 0 when there is no room now.
+   * @returns How many were sent (from the first): fewer than all when the ring is full or 256 KiB
+   *   were placed; 0 when there is no room now.
    * @throws {ChannelClosedError} When this handle was closed or the ring unlinked.
    * @throws {MessageTooLargeError} When a payload is over `info.maxMessageSize`.
    */
@@ -653,8 +665,10 @@ export class ShmRing implements Transport {
     let sent = 0;
     try {
       this.#begin();
-      for (; sent < frames.length; sent++) {
-        if (!this.#place(frames[sent], type)) break;
+      for (let bytes = 0; sent < frames.length && bytes < BATCH_BYTES; sent++) {
+        const frame = frames[sent];
+        if (!this.#place(frame, type)) break;
+        bytes += frame.length;
       }
       if (sent > 0) this.#publish();
     } finally {
