@@ -72,19 +72,19 @@ export class Spinner {
    * @returns The attempt's result, or `undefined`: park now.
    */
   spin<R>(attempt: () => R | undefined): R | undefined {
-    const start = performance.now();
     if (this.#budget > 0 && this.#idle < 8) {
-      const deadline = start + this.#budget / 1000;
       // Reading the clock costs about 100 ns, more than a try on shared memory: look at it every
-      // CLOCK_EVERY tries, so the spin notices a peer's message sooner.
+      // CLOCK_EVERY tries (and not before the first ones), so the spin notices a peer's message sooner.
+      let deadline = 0;
       do {
         for (let i = 0; i < CLOCK_EVERY; i++) {
           const result = attempt();
           if (result !== undefined) return result;
         }
+        if (deadline === 0) deadline = performance.now() + this.#budget / 1000;
       } while (performance.now() < deadline);
     }
-    this.#parkedAt = start;
+    this.#parkedAt = performance.now();
     return undefined;
   }
 
