@@ -71,7 +71,7 @@ import {
   MessageTooLargeError,
 } from "../errors.ts";
 import { delay, napSync } from "../ffi/_delay.ts";
-import { backingPath, checkPosixName, inspect } from "../ffi/_posix_object.ts";
+import { backingPath, checkPosixName } from "../ffi/_posix_object.ts";
 import {
   createSemaphores,
   lockBytes,
@@ -86,7 +86,7 @@ import {
 } from "../ffi/_ring_sys.ts";
 import { SemaphoreWaiter, type WaitOutcome } from "../ffi/_ring_waiter.ts";
 import { E, libc, strerror } from "../ffi/libc.ts";
-import { closeFd, fstatFd } from "../ffi/fd.ts";
+import { closeFd, type FileStat, fstatFd, lstatPath } from "../ffi/fd.ts";
 import { Mapping } from "../ffi/mmap.ts";
 import { Presence } from "../sync/presence.ts";
 import type {
@@ -1627,8 +1627,10 @@ export class ShmRing implements Transport {
     this.#waiter?.stop();
     // The ring's name removed (or made anew) by someone else while we had it, and no other process
     // using it: nobody can open it again, so its System V semaphore set would be left for good.
-    const named = inspect(backingPath(this.#name, ""));
-    const ours = named !== null && named.dev === this.#identity.dev && named.ino === this.#identity.ino;
+    // (Unknown, when the name cannot be looked at, counts as ours: the set is removed only when sure.)
+    const named = this.#lookUpName();
+    const ours = named === undefined ||
+      (named !== null && named.dev === this.#identity.dev && named.ino === this.#identity.ino);
     const orphaned = !ours && (h[iFLAGS] & L.REMOVED) === 0 &&
       !describe(h, this.#geometry, this.#name, this.#fd, this.#slot).inUse;
     closeFd(this.#fd);
@@ -1637,6 +1639,19 @@ export class ShmRing implements Transport {
     if (this.#presence && named === null) Presence.forget(`${SCHEME}:${this.#name}`);
     if (orphaned) removeSemaphores(this.#semid);
     if (this.#pins === 0) this.#release();
+  }
+
+  /**
+   * What the ring's name refers to now: its backing file's stat, null when there is no such name (seen
+   * twice: errno may be stale), undefined when it cannot be told.
+   */
+  #lookUpName(): FileStat | null | undefined {
+    const path = backingPath(this.#name, "");
+    try {
+      return lstatPath(path) ?? lstatPath(path);
+    } catch {
+      return undefined;
+    }
   }
 
   #release(): void {
