@@ -42,7 +42,8 @@ export function openObject(
 ): OpenedObject {
   const shmOpen = need("shm_open");
   const cname = cString(name, "shared memory name");
-  const access = (options.readOnly ? O.RDONLY : O.RDWR) | O.NOFOLLOW | O.CLOEXEC;
+  // O_NONBLOCK: a FIFO planted under the name would otherwise block the open until a writer comes.
+  const access = (options.readOnly ? O.RDONLY : O.RDWR) | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK;
   for (let attempt = 0;; attempt++) {
     let created = false;
     let fd = -1;

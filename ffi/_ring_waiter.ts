@@ -19,6 +19,7 @@
  */
 
 import { Worker } from "node:worker_threads";
+import { abortable } from "./_delay.ts";
 import { E, libcPath } from "./libc.ts";
 import { SEMBUF } from "./sysv.ts";
 
@@ -123,18 +124,12 @@ export class SemaphoreWaiter {
       return waited.value === "timed-out" ? "timeout" : "woken";
     }
     if (this.#pending++ === 0) this.#worker.ref();
-    let onAbort: (() => void) | undefined;
     try {
-      const aborted = new Promise<never>((_, reject) => {
-        onAbort = () => reject(signal.reason);
-        signal.addEventListener("abort", onAbort, { once: true });
-      });
-      const result = await Promise.race([waited.value, aborted]);
+      const result = await abortable(waited.value, signal);
       this.#seen = Atomics.load(ia, FIRED);
       if (Atomics.load(ia, STATE) === FAILED) return "failed";
       return result === "timed-out" ? "timeout" : "woken";
     } finally {
-      signal.removeEventListener("abort", onAbort!);
       if (--this.#pending === 0) this.#worker.unref();
     }
   }

@@ -55,13 +55,19 @@ export function fstatFd(fd: number): FileStat {
  * lstat(2): the link itself, not its target.
  *
  * @param path The path.
- * @returns The decoded stat, or null when the path does not exist.
+ * @returns The decoded stat, or null when the path does not exist (seen twice: errno read after an FFI
+ *   call can be stale, and callers remove things on "gone").
  */
 export function lstatPath(path: string): FileStat | null {
   const buffer = new Uint8Array(STAT.size);
-  if (libc().lstat(cString(path, "path"), buffer) === 0) return decodeStat(buffer);
-  if (errno() === E.ENOENT) return null;
-  throw lastError("lstat", path);
+  const cpath = cString(path, "path");
+  const { lstat } = libc();
+  for (let attempt = 0;; attempt++) {
+    if (lstat(cpath, buffer) === 0) return decodeStat(buffer);
+    const code = errno();
+    if (code === E.ENOENT && attempt > 0) return null;
+    if (code !== E.ENOENT && code !== E.EINTR) throw lastError("lstat", path);
+  }
 }
 
 /**

@@ -7,6 +7,7 @@ import {
   FrameError,
   MessageTooLargeError,
   NotFoundError,
+  PermissionDeniedError,
 } from "../errors.ts";
 import { bytes } from "../codec.ts";
 import { Channel } from "../channel.ts";
@@ -16,8 +17,8 @@ import { SysvSemaphoreSet } from "../sync/sysv_semaphore_set.ts";
 import { Presence } from "../sync/presence.ts";
 import { inspectShmRing, ShmRing } from "../transports/shm_ring.ts";
 import * as L from "../transports/_ring_layout.ts";
-import { lstatPath } from "../ffi/fd.ts";
-import { bounded, DenoChild, fixture, RUN } from "./_helpers.ts";
+import { lstatPath, mkfifoPath, unlinkPath } from "../ffi/fd.ts";
+import { bounded, DenoChild, fixture, RUN, until } from "./_helpers.ts";
 import { checkMessage, makeMessage } from "./fixtures/shm_ring_message.ts";
 
 const CHILD = fixture("shm_ring_child.ts");
@@ -577,7 +578,7 @@ Deno.test("shm: a channel over ShmRing works with the bytes codec and for-await"
       for await (const message of consumer) received.push(message[0]);
     })();
     for (let i = 0; i < 200; i++) await producer.send(new Uint8Array([i, 1, 2, 3]));
-    while (received.length < 200) await new Promise((resolve) => setTimeout(resolve, 5));
+    await until(() => received.length >= 200, "the for-await loop to receive 200 messages");
     consumer.close();
     await bounded(loop, "the for-await loop to end");
     assert.deepEqual(received, Array.from({ length: 200 }, (_, i) => i));
@@ -643,5 +644,56 @@ Deno.test("trySendBatch stops after 256 KiB of payload; the rest goes in the nex
   } finally {
     await ring.unlink();
     ring.close();
+  }
+});
+
+Deno.test("a FIFO planted under a ring's name is refused at once, not waited on", async () => {
+  const name = fresh();
+  mkfifoPath(`/dev/shm${name}`, 0o600);
+  try {
+    // Without O_NONBLOCK, opening a FIFO blocks until a writer comes: these would hang.
+    assert.throws(() => inspectShmRing(name), PermissionDeniedError);
+    assert.throws(() => ShmRing.open(name), PermissionDeniedError);
+    await assert.rejects(
+      bounded(open(`shm:${name}`), "opening a planted FIFO", 10_000),
+      PermissionDeniedError,
+    );
+  } finally {
+    unlinkPath(`/dev/shm${name}`);
+  }
+});
+
+Deno.test("unlink() of a ring whose name is gone or names another ring: its own set goes, the name stays", async () => {
+  const setExists = (id: number) => {
+    try {
+      SysvSemaphoreSet.open({ id, initTimeout: 0 }).close();
+      return true;
+    } catch (error) {
+      if (error instanceof NotFoundError) return false;
+      throw error;
+    }
+  };
+  const name = fresh();
+  const gone = ShmRing.open(name, { create: true, capacity: 4096 });
+  const goneSet = gone.info.semaphoreSet as number;
+  PosixSharedMemory.unlink(name); // removed by hand
+  const other = ShmRing.open(name, { create: true, capacity: 4096 }); // and made anew by someone else
+  const otherSet = other.info.semaphoreSet as number;
+  try {
+    await assert.rejects(
+      gone.unlink(),
+      (error: Error) => error instanceof NotFoundError && /another ring/.test(error.message),
+    );
+    assert.equal(setExists(goneSet), false, "the unlinked ring's own semaphore set was removed");
+    assert.ok(setExists(otherSet), "the other ring's set is left alone");
+    assert.ok(lstatPath(`/dev/shm${name}`), "the other ring's name is left alone");
+    assert.equal(other.trySend(new Uint8Array(4), 1, 0), true, "the other ring still works");
+    PosixSharedMemory.unlink(name);
+    await assert.rejects(other.unlink(), NotFoundError); // name gone: rejects, set removed all the same
+    assert.equal(setExists(otherSet), false);
+  } finally {
+    gone.close();
+    other.close();
+    cleanUp();
   }
 });

@@ -317,6 +317,8 @@ export class ShmRing implements Transport {
   readonly #broadcast: boolean;
   readonly #drop: boolean;
   readonly #semid: number;
+  /** Whether this handle removed the semaphore set (unlink, or the last close of an orphaned ring). */
+  #semaphoresRemoved = false;
   readonly #geometry: Geometry;
   /** The semaphore set was removed behind the ring's back: parked waits poll instead. */
   #polling = false;
@@ -946,9 +948,9 @@ export class ShmRing implements Transport {
   /**
    * Takes up to `max` frames without waiting, under one lock: the read
    * position is published and producers are woken once for the lot. Each
-   * frame's `data` is a view into the ring, valid only during the `sink`
-   * call. If `sink` throws, that frame counts as taken, nothing more is
-   * taken, and the error propagates.
+   * frame's `data` is a view (into the ring, or for small payloads a scratch
+   * buffer), valid only during the `sink` call. If `sink` throws, that frame
+   * counts as taken, nothing more is taken, and the error propagates.
    *
    * @param filter Must be `{ type: 0, except: false }`.
    * @param max Most frames to take.
@@ -1152,8 +1154,7 @@ export class ShmRing implements Transport {
               `this subscriber's position ${c >>> 0}`,
           );
         }
-        this.#cursor = c;
-        if (!this.#resync() || round > 8) break;
+        if (!this.#skipFrom(c, round)) break;
         c = this.#cursor;
         continue;
       }
@@ -1172,34 +1173,31 @@ export class ShmRing implements Transport {
         }
       } catch (error) {
         if (!this.#drop || !this.#overrun(c)) throw error;
-        this.#cursor = c;
-        if (!this.#resync() || round > 8) break;
+        if (!this.#skipFrom(c, round)) break;
         c = this.#cursor;
         continue;
       }
       if (!seqOk) {
-        this.#cursor = c;
-        if (!this.#resync() || round > 8) break;
+        if (!this.#skipFrom(c, round)) break;
         c = this.#cursor;
         continue;
       }
       if (type === L.PAD_TYPE) {
         c = (c + size) | 0;
         if (this.#drop && this.#overrun(c - size)) {
-          this.#cursor = c - size;
-          if (!this.#resync() || round > 8) break;
+          if (!this.#skipFrom(c - size, round)) break;
           c = this.#cursor;
         }
         continue;
       }
-      // Drop mode copies even for a sink: producers may overwrite the ring under a view.
-      const data = sink === null || this.#drop
+      // Drop mode copies even for a sink: producers may overwrite the ring under a view. Small
+      // payloads are copied too, as in a queue (no view allocated per message).
+      const data = sink === null || this.#drop || length <= WORD_COPY_LIMIT
         ? this.#copyOut(at + L.FRAME_HEADER, length)
         : this.#u8.subarray(at + L.FRAME_HEADER, at + L.FRAME_HEADER + length);
       if (this.#drop && this.#overrun(c)) {
         // Overwritten while copying: skip ahead instead.
-        this.#cursor = c;
-        if (!this.#resync() || round > 8) break;
+        if (!this.#skipFrom(c, round)) break;
         c = this.#cursor;
         continue;
       }
@@ -1240,6 +1238,15 @@ export class ShmRing implements Transport {
     }
     if (frame !== null) return frame;
     return taken === 0 ? this.#empty() : taken;
+  }
+
+  /**
+   * Broadcast: this subscriber lost its place at `position`: resyncs from there (see `#resync`). False when
+   * the batch should stop (the lock is busy, or `round` says it has resynced too often already).
+   */
+  #skipFrom(position: number, round: number): boolean {
+    this.#cursor = position;
+    return this.#resync() && round <= 8;
   }
 
   /** Drop mode: whether the frame at position `c` is (being) overwritten: the tail has passed it. */
@@ -1637,18 +1644,18 @@ export class ShmRing implements Transport {
     this.#presence?.release();
     // Its presence record goes too, which nobody can use any more (as the other transports do).
     if (this.#presence && named === null) Presence.forget(`${SCHEME}:${this.#name}`);
-    if (orphaned) removeSemaphores(this.#semid);
+    if (orphaned) this.#removeSemaphores();
     if (this.#pins === 0) this.#release();
   }
 
   /**
-   * What the ring's name refers to now: its backing file's stat, null when there is no such name (seen
-   * twice: errno may be stale), undefined when it cannot be told.
+   * What the ring's name refers to now: its backing file's stat, null when there is no such name,
+   * undefined when it cannot be told.
    */
   #lookUpName(): FileStat | null | undefined {
     const path = backingPath(this.#name, "");
     try {
-      return lstatPath(path) ?? lstatPath(path);
+      return lstatPath(path);
     } catch {
       return undefined;
     }
@@ -1677,12 +1684,26 @@ export class ShmRing implements Transport {
       this.#wake(iDATA_MASK, iR_DATA_WAITERS, true);
       this.#wake(iSPACE_MASK, iW_SPACE_WAITERS, true);
     }
-    const code = unlinkObject(this.#name);
-    if (code !== 0) return Promise.reject(explainUnlink(code, this.#name));
-    Presence.forget(`${SCHEME}:${this.#name}`);
+    // The name may be gone (removed by hand) or name another ring now: this ring is removed all the
+    // same, but only a name that is still its own is unlinked.
+    const named = this.#lookUpName();
+    const ours = named === undefined ||
+      (named !== null && named.dev === this.#identity.dev && named.ino === this.#identity.ino);
+    const code = ours ? unlinkObject(this.#name) : E.ENOENT;
+    if (code === 0 || code === E.ENOENT) Presence.forget(`${SCHEME}:${this.#name}`);
     // Waits on the set, in every process, end with EIDRM (and then see the flag).
+    this.#removeSemaphores();
+    if (code === 0) return Promise.resolve();
+    const error = explainUnlink(code, this.#name);
+    if (named) error.message = `${SCHEME}: ${this.#name} names another ring now; it was left alone`;
+    return Promise.reject(error);
+  }
+
+  /** Removes the ring's semaphore set, once (its id could be another set's afterwards). */
+  #removeSemaphores(): void {
+    if (this.#semaphoresRemoved) return;
+    this.#semaphoresRemoved = true;
     removeSemaphores(this.#semid);
-    return Promise.resolve();
   }
 
   /** Same as {@linkcode ShmRing.close}. */
@@ -2064,9 +2085,8 @@ function claimSlot(mapping: Mapping, fd: number, name: string, geometry: Geometr
   for (let slot = 0; slot < slots; slot++) {
     if (!lockBytes(fd, L.slotLockByte(slot), 1, true)) continue;
     const base = (L.SLOT_TABLE + slot * L.SLOT_SIZE) >> 2;
-    let gen = ((Atomics.load(h, base + (L.S_GEN >> 2)) + 1) & L.GEN_MASK) || 1;
+    const gen = ((Atomics.load(h, base + (L.S_GEN >> 2)) + 1) & L.GEN_MASK) || 1;
     Atomics.store(h, base + (L.S_GEN >> 2), gen);
-    gen = gen & L.GEN_MASK;
     Atomics.store(h, base + (L.S_PID >> 2), libc().getpid());
     Atomics.store(h, base + (L.S_FLAGS >> 2), 0);
     Atomics.store(h, base + (L.S_STATE >> 2), 1);
