@@ -146,6 +146,12 @@ function valueOf<T>(message: Message<T>): T {
   return message.value;
 }
 
+/** A schema's verdict: the value, or the issues thrown as a ValidationError. */
+function validOrThrow<T>(outcome: StandardSchemaResult<T>): T {
+  if (outcome.issues) throw new ValidationError(outcome.issues);
+  return outcome.value;
+}
+
 /** A transport's result that is still to come (a transport may return the value itself). */
 function isPromise<R>(value: R | Promise<R>): value is Promise<R> {
   return typeof (value as { then?: unknown }).then === "function";
@@ -230,7 +236,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   send(value: T, options: SendOptions = {}): Promise<void> {
     try {
-      const { data, type, priority } = this.#prepare(value, options);
+      const type = options.type ?? 1;
+      const priority = options.priority ?? 0;
+      this.#checkTags(type, priority);
+      const data = this.#encodeChecked(value);
       const signal = this.#signal(options.signal);
       if (this.#sends.length === 0) {
         const pending = this.#transport.send(data, type, priority, signal);
@@ -257,7 +266,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * @throws {ChannelClosedError} When the channel or the peer is closed.
    */
   trySend(value: T, options: MessageTags = {}): boolean {
-    const { data, type, priority } = this.#prepare(value, options);
+    const type = options.type ?? 1;
+    const priority = options.priority ?? 0;
+    this.#checkTags(type, priority);
+    const data = this.#encodeChecked(value);
     if (this.#sends.length > 0) return false;
     return this.#transport.trySend(data, type, priority);
   }
@@ -500,8 +512,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#asyncSchema || this.#kept) return [await this.receiveMessage(options)];
     const signal = this.#signal(options.signal);
     return await this.#receives.run(signal, async () => {
+      // The first message must outlive the receives that take the rest: a borrowing codec decodes a copy.
       const first = this.#throwDeferred() ??
-        await this.#decode(await this.#settle(this.#transport.receive(filter, signal), options.signal));
+        await this.#decode(await this.#settle(this.#transport.receive(filter, signal), options.signal), true);
       if (this.#asyncSchema) return [first];
       return this.#takeBatch(filter, max - 1, [first]);
     });
@@ -682,11 +695,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return Promise.resolve();
   }
 
-  #prepare(value: T, options: MessageTags): { data: Uint8Array; type: number; priority: number } {
+  /** Throws when the channel is closed or the transport cannot carry these tags (no object per send). */
+  #checkTags(type: number, priority: number): void {
     if (this.#closed) throw new ChannelClosedError(`${this.#transport.info.address} was closed`);
+    if (type === 1 && priority === 0) return; // the defaults every transport carries
     const info = this.#transport.info;
-    const type = options.type ?? 1;
-    const priority = options.priority ?? 0;
     if (!Number.isSafeInteger(type) || type < 1) {
       throw new RangeError(`type must be a positive integer, got ${type}`);
     }
@@ -709,28 +722,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (priority > info.maxPriority) {
       throw new RangeError(`${info.scheme}: priority must be at most ${info.maxPriority}, got ${priority}`);
     }
-    return { data: this.#encodeChecked(value), type, priority };
   }
 
   #prepareBatch(
     values: Iterable<T>,
     options: MessageTags,
   ): { frames: Uint8Array[]; type: number; priority: number } {
+    const type = options.type ?? 1;
+    const priority = options.priority ?? 0;
     const frames: Uint8Array[] = [];
-    let type = 1;
-    let priority = 0;
-    let first = true;
     for (const value of values) {
-      if (first) {
-        const prepared = this.#prepare(value, options);
-        ({ type, priority } = prepared);
-        frames.push(prepared.data);
-        first = false;
-        continue;
-      }
+      if (frames.length === 0) this.#checkTags(type, priority); // an empty batch only checks for close
       frames.push(this.#encodeChecked(value));
     }
-    if (first && this.#closed) throw new ChannelClosedError(`${this.#transport.info.address} was closed`);
+    if (frames.length === 0 && this.#closed) {
+      throw new ChannelClosedError(`${this.#transport.info.address} was closed`);
+    }
     return { frames, type, priority };
   }
 
@@ -896,16 +903,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   #validate(value: unknown): T | Promise<T> {
     const result = this.#schema!["~standard"].validate(value);
-    const check = (outcome: StandardSchemaResult<T>): T => {
-      if (outcome.issues) throw new ValidationError(outcome.issues);
-      return outcome.value;
-    };
-    return result instanceof Promise ? result.then(check) : check(result);
+    return result instanceof Promise ? result.then(validOrThrow<T>) : validOrThrow(result);
   }
 
-  /** The message of a frame: at once, or (with a schema) once validated. */
-  #decode(frame: ReceivedFrame): Message<T> | Promise<Message<T>> {
-    const value = this.#decodeValue(frame.data);
+  /**
+   * The message of a frame: at once, or (with a schema) once validated.
+   * `keep` as for #decodeValue.
+   */
+  #decode(frame: ReceivedFrame, keep = false): Message<T> | Promise<Message<T>> {
+    const value = this.#decodeValue(frame.data, keep);
     const type = frame.type;
     const priority = frame.priority;
     if (!this.#schema) return { value, type, priority };

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import {
   bytes,
+  bytesView,
   Channel,
   ChannelClosedError,
   type Codec,
@@ -301,4 +302,23 @@ Deno.test("a transport's own sendBatch is used when present, and awaited", async
   await Promise.all([t.sendBatch([4]), t.sendBatch([5, 6])]);
   assert.equal(transport.calls, 3);
   assert.deepEqual((await t.receiveBatch(10)).map((m) => m.value), [1, 2, 3, 4, 5, 6]);
+});
+
+Deno.test("receiveBatch with a borrowing codec copies the message it waited for", async () => {
+  /** Hands out every frame in one receive buffer, as the stream transports do. */
+  class Reusing extends Batching {
+    readonly #buffer = new Uint8Array(16);
+    override tryReceive(): ReceivedFrame | null {
+      const frame = super.tryReceive();
+      if (frame === null) return null;
+      this.#buffer.set(frame.data);
+      return { ...frame, data: this.#buffer.subarray(0, frame.data.length) };
+    }
+  }
+  const transport = new Reusing();
+  using t = new Channel<Uint8Array>(transport, { codec: bytesView });
+  const pending = t.receiveBatch(10, { signal: timeout() });
+  transport.trySend(new Uint8Array([1]), 1);
+  transport.trySend(new Uint8Array([2]), 1);
+  assert.deepEqual((await pending).map((m) => Array.from(m.value)), [[1], [2]]);
 });

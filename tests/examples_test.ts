@@ -1,6 +1,7 @@
 // The System V examples run end to end as a user would run them (separate
 // processes over real kernel queues), and leave no queue behind.
 import assert from "node:assert/strict";
+import { runDeno } from "./_helpers.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -11,28 +12,22 @@ async function queueIds(): Promise<Set<string>> {
 }
 
 async function runExample(file: string): Promise<string> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-ffi", "--allow-run", `${root}examples/${file}`],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  try {
-    const { success, stdout, stderr } = await child.output();
-    const out = new TextDecoder().decode(stdout);
-    assert.ok(success, `${file} failed:\n${out}\n${new TextDecoder().decode(stderr)}`);
-    // Other test files make and remove queues meanwhile (the suite runs files in parallel), so a diff of
-    // the whole table flakes: judge the queue each example announces (each makes exactly one).
-    const announced = [...out.matchAll(/sysv-mq:id\/(\d+)/g)].map((match) => match[1]);
-    assert.ok(announced.length > 0, `${file} printed no queue address`);
-    const after = await queueIds();
-    const left = announced.filter((id) => after.has(id));
-    assert.deepEqual(left, [], `${file} left System V queues behind`);
-    return out;
-  } finally {
-    clearTimeout(timer);
-  }
+  const { code, signal, stdout: out, stderr } = await runDeno(
+    `${root}examples/${file}`,
+    [],
+    ["--allow-ffi", "--allow-run"],
+    undefined,
+    AbortSignal.timeout(30_000),
+  );
+  assert.ok(code === 0 && signal === null, `${file} failed:\n${out}\n${stderr}`);
+  // Other test files make and remove queues meanwhile (the suite runs files in parallel), so a diff of
+  // the whole table flakes: judge the queue each example announces (each makes exactly one).
+  const announced = [...out.matchAll(/sysv-mq:id\/(\d+)/g)].map((match) => match[1]);
+  assert.ok(announced.length > 0, `${file} printed no queue address`);
+  const after = await queueIds();
+  const left = announced.filter((id) => after.has(id));
+  assert.deepEqual(left, [], `${file} left System V queues behind`);
+  return out;
 }
 
 Deno.test("examples/sysv_router.ts: each worker gets only its own types", async () => {

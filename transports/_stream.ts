@@ -33,12 +33,18 @@ export const MAX_STREAM_TYPE = 0xffff_ffff;
 /** Default largest payload accepted from a stream peer (16 MiB). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
 
-/** A frame taken off the stream. `data` is valid until the next read. */
+/**
+ * A frame taken off the stream. `data` is valid until the next read. It has
+ * the shape of a transport's `ReceivedFrame` (priority 0), so the stream
+ * transports hand it on as it is.
+ */
 export interface StreamFrame {
   /** Payload (a view into the reader's buffer). */
   data: Uint8Array;
   /** The frame's type tag. */
   type: number;
+  /** Always 0: a stream carries no priorities. */
+  priority: 0;
 }
 
 /** What {@linkcode FrameReader.next} returns when the writer side has gone. */
@@ -75,14 +81,15 @@ export class Spinner {
     if (this.#budget > 0 && this.#idle < 8) {
       // Reading the clock costs about 100 ns, more than a try on shared memory: look at it every
       // CLOCK_EVERY tries (and not before the first ones), so the spin notices a peer's message sooner.
-      let deadline = 0;
-      do {
+      for (let deadline = 0;;) {
         for (let i = 0; i < CLOCK_EVERY; i++) {
           const result = attempt();
           if (result !== undefined) return result;
         }
-        if (deadline === 0) deadline = performance.now() + this.#budget / 1000;
-      } while (performance.now() < deadline);
+        const now = performance.now();
+        if (deadline === 0) deadline = now + this.#budget / 1000;
+        else if (now >= deadline) break;
+      }
     }
     this.#parkedAt = performance.now();
     return undefined;
@@ -107,6 +114,7 @@ export class FrameReader {
   fd: number;
   readonly #maxMessageSize: number;
   readonly #resync: boolean;
+  readonly #read = libc().read;
   #buffer = new Uint8Array(64 * 1024);
   #view = new DataView(this.#buffer.buffer);
   #capacity = BigInt(this.#buffer.length); // the read size into an empty buffer
@@ -203,7 +211,7 @@ export class FrameReader {
     if (available < total) return null;
     this.#start = at + total;
     if (this.#start === this.#end) this.#start = this.#end = 0;
-    return { type, data: this.#buffer.subarray(at + HEADER_SIZE, at + total) };
+    return { data: this.#buffer.subarray(at + HEADER_SIZE, at + total), type, priority: 0 };
   }
 
   /**
@@ -251,7 +259,7 @@ export class FrameReader {
   /** @returns Bytes read, 0 at end of stream, -1 when nothing is available. */
   #fill(): number {
     if (this.#end === this.#buffer.length) this.#makeRoom();
-    const { read } = libc();
+    const read = this.#read;
     for (;;) {
       // Reading into an empty buffer (the usual case, and every attempt of a
       // spin) allocates nothing; a partial frame needs a view past it.
@@ -281,6 +289,8 @@ export type WriteOutcome = "written" | "full" | "partial";
 export class FrameWriter {
   /** The descriptor written to (may be replaced by the owner on reconnect). */
   fd: number;
+  readonly #write = libc().write;
+  readonly #writev = libc().writev;
   #scratch = new Uint8Array(PIPE_BUF * 16);
   #scratchView = new DataView(this.#scratch.buffer);
   #header = new Uint8Array(HEADER_SIZE);
@@ -365,7 +375,7 @@ export class FrameWriter {
   flushSome(): boolean {
     const rest = this.#rest;
     if (rest === null) return true;
-    const { writev } = libc();
+    const writev = this.#writev;
     const total = HEADER_SIZE + rest.payload.length;
     while (rest.offset < total) {
       let count = 0;
@@ -398,7 +408,7 @@ export class FrameWriter {
   }
 
   #writeBytes(bytes: Uint8Array, length: number): number {
-    const { write } = libc();
+    const write = this.#write;
     for (;;) {
       const n = Number(write(this.fd, bytes, BigInt(length)));
       if (n >= 0) return n;

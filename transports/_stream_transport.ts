@@ -71,7 +71,7 @@ export abstract class StreamTransport implements Transport {
       if (this.endOfStream()) return null;
       throw new ChannelClosedError(`${this.info.address}: the peer closed the stream`, { syscall: "read" });
     }
-    return frame === null ? null : { data: frame.data, type: frame.type, priority: 0 };
+    return frame; // null, or a frame already shaped as a ReceivedFrame
   }
 
   receive(_filter: unknown, signal: AbortSignal): ReceivedFrame | Promise<ReceivedFrame> {
