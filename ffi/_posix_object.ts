@@ -182,15 +182,39 @@ export interface FileIdentity {
 }
 
 /**
- * Whether the name's backing file is still `identity`: `"same"`, `"other"`
- * (the name now refers to another object), `"gone"` (no such name), or
- * `"unknown"` (the directory cannot be inspected).
+ * Refuses to unlink a name that no longer refers to the object opened:
+ * throws when the backing file is gone or is another file now; returns
+ * when it is the same object, or cannot be inspected (the unlink call then
+ * decides).
  *
- * @param path The backing file.
- * @param identity What it was when opened.
- * @returns The verdict.
+ * @param syscall The unlink call (`"sem_unlink"`).
+ * @param name The name.
+ * @param path Its backing file.
+ * @param identity What the backing file was when opened.
+ * @param another What the name would refer to instead (`"another semaphore"`).
+ * @throws {NotFoundError} When the name was removed, or names another object now.
  */
-export function sameObject(path: string, identity: FileIdentity): "same" | "other" | "gone" | "unknown" {
+export function checkStillNamed(
+  syscall: string,
+  name: string,
+  path: string,
+  identity: FileIdentity,
+  another: string,
+): void {
+  const verdict = sameObject(path, identity);
+  if (verdict === "gone" || verdict === "other") {
+    throw new NotFoundError(
+      verdict === "gone"
+        ? `${syscall} ${name} failed: the name was already removed`
+        : `${syscall} ${name} refused: the name now refers to ${another} (ours was unlinked and the name ` +
+          `created anew); left it alone`,
+      { errno: E.ENOENT, syscall },
+    );
+  }
+}
+
+/** Whether the name's backing file is still `identity` (`"unknown"`: the directory cannot be inspected). */
+function sameObject(path: string, identity: FileIdentity): "same" | "other" | "gone" | "unknown" {
   let now: FileStat | null;
   try {
     now = lstatPath(path);
@@ -199,4 +223,36 @@ export function sameObject(path: string, identity: FileIdentity): "same" | "othe
   }
   if (now === null) return "gone";
   return now.dev === identity.dev && now.ino === identity.ino ? "same" : "other";
+}
+
+/**
+ * Reads an optional boolean option.
+ *
+ * @param value The option's value.
+ * @param what The option's name (`"create"`).
+ * @param subject What the object is, starting the message (`"named semaphore"`).
+ * @param fallback The value when the option is absent.
+ * @returns The value.
+ * @throws {TypeError} When the option is present and not a boolean.
+ */
+export function booleanOption(value: unknown, what: string, subject: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new TypeError(`${subject}: ${what} must be a boolean`);
+  return value;
+}
+
+/**
+ * Reads the `mode` option of a creating open.
+ *
+ * @param mode The option's value (default `0o600`).
+ * @param subject What the object is, with its name (`"named semaphore /jobs"`).
+ * @returns The permission bits.
+ * @throws {RangeError} When they are not an integer from 0 to `0o777`.
+ */
+export function modeOption(mode: number | undefined, subject: string): number {
+  mode ??= 0o600;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+    throw new RangeError(`${subject}: mode must be permission bits from 0 to 0o777, got ${mode}`);
+  }
+  return mode;
 }

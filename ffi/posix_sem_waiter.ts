@@ -36,11 +36,11 @@
  * @module
  */
 
-import { Worker } from "node:worker_threads";
 import { errnoError } from "../errors.ts";
 import { delay } from "./_delay.ts";
+import { DONE, HelperThread, REQUEST, takeHelper as takeIdle } from "./_helper_thread.ts";
 import { CLOCK } from "./constants.ts";
-import { E, errno, libcPath, need, strerror } from "./libc.ts";
+import { E, errno, need, strerror } from "./libc.ts";
 
 /** Slice of a helper's wait, in ms: the longest a cancelled wait keeps its helper. */
 export const SLICE_MS = 25;
@@ -48,16 +48,13 @@ export const SLICE_MS = 25;
 export const MAX_HELPERS = 16;
 
 // Int32 slots of a helper's SharedArrayBuffer.
-const STATE = 0; // IDLE -> REQUEST (caller) -> DONE (helper) -> IDLE (caller)
+const STATE = 0; // IDLE -> REQUEST (caller) -> DONE (helper) -> IDLE (caller): see _helper_thread.ts
 const CLAIM = 1; // PENDING -> TAKEN (helper: it got the unit) or CANCELLED (caller gave up)
 const RESULT = 2;
 const ERRNO = 3;
 const SLICE = 4;
 const ADDRESS = 3; // BigInt64 slot (byte 24): the sem_t address
 
-const IDLE = 0;
-const REQUEST = 1;
-const DONE = 2;
 const PENDING = 0;
 const TAKEN = 1;
 const CANCELLED = 2;
@@ -122,69 +119,36 @@ interface Outcome {
   errno: number;
 }
 
-class Helper {
-  readonly worker: Worker;
-  readonly ia: Int32Array<SharedArrayBuffer>;
+class Helper extends HelperThread {
   readonly big: BigInt64Array<SharedArrayBuffer>;
-  /** Whether the thread died (it is then never reused). */
-  dead = false;
-  #fail: ((error: unknown) => void) | undefined;
 
   constructor() {
     const sab = new SharedArrayBuffer(32);
-    this.ia = new Int32Array(sab);
+    super("the semaphore helper thread", HELPER_SOURCE, sab, all);
     this.big = new BigInt64Array(sab);
-    this.worker = new Worker(HELPER_SOURCE, { eval: true, workerData: { sab, path: libcPath() } });
-    this.worker.unref();
-    const die = (error: unknown) => {
-      if (this.dead) return;
-      this.dead = true;
-      started--;
-      this.#fail?.(
-        new Error("the semaphore helper thread stopped", { cause: error }),
-      );
-    };
-    this.worker.on("error", die);
-    this.worker.on("exit", (code: number) => die(new Error(`exit code ${code}`)));
   }
 
   /** Starts a wait on the semaphore at `address`; settles when the helper is done with it. */
-  run(address: bigint): Promise<Outcome> {
-    if (this.dead) return Promise.reject(new Error("the semaphore helper thread stopped"));
+  async run(address: bigint): Promise<Outcome> {
     const ia = this.ia;
     ia[CLAIM] = PENDING;
     ia[SLICE] = SLICE_MS;
     this.big[ADDRESS] = address;
-    Atomics.store(ia, STATE, REQUEST);
-    Atomics.notify(ia, STATE);
-    this.worker.ref();
-    return new Promise<Outcome>((resolve, reject) => {
-      this.#fail = reject;
-      const waited = Atomics.waitAsync(ia, STATE, REQUEST);
-      const finished = waited.async ? waited.value : Promise.resolve();
-      finished.then(() => {
-        if (this.dead) return;
-        const outcome = { result: ia[RESULT], errno: ia[ERRNO] };
-        Atomics.store(ia, STATE, IDLE);
-        resolve(outcome);
-      });
-    }).finally(() => {
-      this.#fail = undefined;
-      this.worker.unref();
-    });
+    this.hold();
+    try {
+      return await this.request(() => ({ result: ia[RESULT], errno: ia[ERRNO] }));
+    } finally {
+      this.letGo();
+    }
   }
 }
 
 const idle: Helper[] = [];
-let started = 0;
+/** The live helper threads. */
+const all = new Set<HelperThread>();
 
 function takeHelper(): Helper | undefined {
-  for (let helper = idle.pop(); helper; helper = idle.pop()) {
-    if (!helper.dead) return helper;
-  }
-  if (started >= MAX_HELPERS) return undefined;
-  started++;
-  return new Helper();
+  return idle.length > 0 || all.size < MAX_HELPERS ? takeIdle(idle, () => new Helper()) : undefined;
 }
 
 /**
@@ -194,7 +158,7 @@ function takeHelper(): Helper | undefined {
  * @returns The counts.
  */
 export function semaphoreHelpers(): { started: number; idle: number } {
-  return { started, idle: idle.length };
+  return { started: all.size, idle: idle.length };
 }
 
 /**
@@ -227,7 +191,7 @@ export async function waitSemaphore(
     const helper = takeHelper();
     if (helper) return await helperWait(helper, pointer, signal, label);
     // Every helper is busy: poll, and move to a helper when one is free.
-    if (tryTake(pointer, label)) return;
+    if (trySemaphore(pointer, label)) return;
     await delay(pause, signal);
   }
 }
@@ -261,11 +225,21 @@ async function helperWait(
   throw errnoError(outcome.errno, "sem_timedwait", label, strerror(outcome.errno));
 }
 
-/** sem_trywait on the calling thread: true when a unit was taken. */
-function tryTake(pointer: Deno.PointerObject, label: string): boolean {
-  const trywait = need("sem_trywait");
+let trywait: ReturnType<typeof need<"sem_trywait">> | undefined;
+
+/**
+ * sem_trywait(3) on the calling thread: takes a unit when there is one,
+ * never waits (the fast path of a semaphore wait).
+ *
+ * @param pointer The semaphore (`sem_t *`).
+ * @param label Names the semaphore in errors.
+ * @returns True when a unit was taken, false when the value is 0.
+ * @throws {IpcError} When sem_trywait fails otherwise (EINVAL: not a semaphore).
+ */
+export function trySemaphore(pointer: Deno.PointerObject, label: string): boolean {
+  const call = trywait ??= need("sem_trywait");
   for (;;) {
-    if (trywait(pointer) === 0) return true;
+    if (call(pointer) === 0) return true;
     const code = errno();
     if (code === E.EAGAIN) return false;
     if (code !== E.EINTR) throw errnoError(code, "sem_trywait", label, strerror(code));

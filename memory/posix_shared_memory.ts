@@ -66,11 +66,13 @@ import {
 } from "../errors.ts";
 import {
   backingPath,
+  booleanOption,
   checkPosixName,
+  checkStillNamed,
   type FileIdentity,
   inspect,
+  modeOption,
   openFailure as posixOpenFailure,
-  sameObject,
   unlinkFailure as posixUnlinkFailure,
 } from "../ffi/_posix_object.ts";
 import { O } from "../ffi/constants.ts";
@@ -225,10 +227,10 @@ export class PosixSharedMemory {
     if (typeof options !== "object" || options === null) {
       throw new TypeError("PosixSharedMemory.open: options must be an object");
     }
-    const create = checkFlag(options.create, "create", false);
-    const exclusive = checkFlag(options.exclusive, "exclusive", false);
-    const readOnly = checkFlag(options.readOnly, "readOnly", false);
-    const reserve = checkFlag(options.reserve, "reserve", true);
+    const create = booleanOption(options.create, "create", "shared memory", false);
+    const exclusive = booleanOption(options.exclusive, "exclusive", "shared memory", false);
+    const readOnly = booleanOption(options.readOnly, "readOnly", "shared memory", false);
+    const reserve = booleanOption(options.reserve, "reserve", "shared memory", true);
     if (exclusive && !create) throw new TypeError(`shared memory ${name}: exclusive needs create: true`);
     if (create && readOnly) {
       throw new TypeError(
@@ -242,12 +244,7 @@ export class PosixSharedMemory {
     if (create && size === undefined) {
       throw new TypeError(`shared memory ${name}: size is needed to create it`);
     }
-    const mode = options.mode ?? 0o600;
-    if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
-      throw new RangeError(
-        `shared memory ${name}: mode must be permission bits from 0 to 0o777, got ${mode}`,
-      );
-    }
+    const mode = modeOption(options.mode, `shared memory ${name}`);
     const initTimeout = options.initTimeout ?? 500;
     if (typeof initTimeout !== "number" || !(initTimeout >= 0) || initTimeout > 60_000) {
       throw new RangeError(
@@ -433,16 +430,7 @@ export class PosixSharedMemory {
    */
   unlink(): void {
     if (this.#unlinked) return;
-    const verdict = sameObject(this.#path, this.#identity);
-    if (verdict === "gone" || verdict === "other") {
-      throw new NotFoundError(
-        verdict === "gone"
-          ? `shm_unlink ${this.name} failed: the name was already removed`
-          : `shm_unlink ${this.name} refused: the name now refers to another object (ours was unlinked and ` +
-            `the name created anew); left it alone`,
-        { errno: E.ENOENT, syscall: "shm_unlink" },
-      );
-    }
+    checkStillNamed("shm_unlink", this.name, this.#path, this.#identity, "another object");
     if (need("shm_unlink")(this.#cname) !== 0) throw unlinkFailure(this.name, this.#path, errno());
     this.#unlinked = true;
   }
@@ -487,12 +475,6 @@ export class PosixSharedMemory {
 }
 
 // ---------------------------------------------------------------------------
-
-function checkFlag(value: unknown, what: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== "boolean") throw new TypeError(`shared memory: ${what} must be a boolean`);
-  return value;
-}
 
 /** ftruncate a new object to `size`, then reserve its memory when asked. */
 function setSize(fd: number, name: string, size: number, reserve: boolean): void {

@@ -64,18 +64,20 @@ import {
 } from "../errors.ts";
 import {
   backingPath,
+  booleanOption,
   checkPosixName,
+  checkStillNamed,
   type FileIdentity,
   inspect,
+  modeOption,
   openFailure as posixOpenFailure,
-  sameObject,
   unlinkFailure as posixUnlinkFailure,
 } from "../ffi/_posix_object.ts";
 import { O } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
 import { closeFd, fchmodFd, fstatFd, openPath } from "../ffi/fd.ts";
 import { E, errno, type Libc, need, strerror } from "../ffi/libc.ts";
-import { waitSemaphore } from "../ffi/posix_sem_waiter.ts";
+import { trySemaphore, waitSemaphore } from "../ffi/posix_sem_waiter.ts";
 
 /** The largest value a POSIX semaphore can hold (`SEM_VALUE_MAX` on Linux). */
 export const SEM_VALUE_MAX = 2147483647;
@@ -115,7 +117,6 @@ interface SemSymbols {
   close: NonNullable<Libc["sem_close"]>;
   unlink: NonNullable<Libc["sem_unlink"]>;
   post: NonNullable<Libc["sem_post"]>;
-  trywait: NonNullable<Libc["sem_trywait"]>;
   getvalue: NonNullable<Libc["sem_getvalue"]>;
 }
 
@@ -128,7 +129,6 @@ function sem(): SemSymbols {
     close: need("sem_close"),
     unlink: need("sem_unlink"),
     post: need("sem_post"),
-    trywait: need("sem_trywait"),
     getvalue: need("sem_getvalue"),
   };
 }
@@ -161,6 +161,7 @@ export class NamedSemaphore {
   readonly #closer = new AbortController();
   readonly #value = new Int32Array(1);
   readonly #valueBytes = new Uint8Array(this.#value.buffer);
+  readonly #post = sem().post;
   #pointer: Deno.PointerObject | null;
   #closed = false;
   #unlinked = false;
@@ -212,15 +213,10 @@ export class NamedSemaphore {
     if (typeof options !== "object" || options === null) {
       throw new TypeError("NamedSemaphore.open: options must be an object");
     }
-    const create = checkFlag(options.create, "create");
-    const exclusive = checkFlag(options.exclusive, "exclusive");
+    const create = booleanOption(options.create, "create", "named semaphore", false);
+    const exclusive = booleanOption(options.exclusive, "exclusive", "named semaphore", false);
     if (exclusive && !create) throw new TypeError(`named semaphore ${name}: exclusive needs create: true`);
-    const mode = options.mode ?? 0o600;
-    if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
-      throw new RangeError(
-        `named semaphore ${name}: mode must be permission bits from 0 to 0o777, got ${mode}`,
-      );
-    }
+    const mode = modeOption(options.mode, `named semaphore ${name}`);
     const initial = options.initial ?? 0;
     if (!Number.isInteger(initial) || initial < 0 || initial > SEM_VALUE_MAX) {
       throw new RangeError(
@@ -328,7 +324,7 @@ export class NamedSemaphore {
     try {
       const pointer = this.#open("sem_wait");
       options.signal?.throwIfAborted();
-      if (this.#tryTake(pointer)) return Promise.resolve();
+      if (trySemaphore(pointer, this.name)) return Promise.resolve();
       return this.#slowWait(pointer, options.signal);
     } catch (error) {
       return Promise.reject(error);
@@ -352,7 +348,7 @@ export class NamedSemaphore {
    * ```
    */
   tryWait(): boolean {
-    return this.#tryTake(this.#open("sem_trywait"));
+    return trySemaphore(this.#open("sem_trywait"), this.name);
   }
 
   /**
@@ -374,7 +370,7 @@ export class NamedSemaphore {
    */
   post(): void {
     const pointer = this.#open("sem_post");
-    if (sem().post(pointer) === 0) return;
+    if (this.#post(pointer) === 0) return;
     const code = errno();
     if (code === E.EOVERFLOW) {
       throw new RangeError(
@@ -440,16 +436,7 @@ export class NamedSemaphore {
   unlink(): void {
     if (this.#unlinked) return;
     if (this.#identity !== null) {
-      const verdict = sameObject(this.#path, this.#identity);
-      if (verdict === "gone" || verdict === "other") {
-        throw new NotFoundError(
-          verdict === "gone"
-            ? `sem_unlink ${this.name} failed: the name was already removed`
-            : `sem_unlink ${this.name} refused: the name now refers to another semaphore (ours was ` +
-              `unlinked and the name created anew); left it alone`,
-          { errno: E.ENOENT, syscall: "sem_unlink" },
-        );
-      }
+      checkStillNamed("sem_unlink", this.name, this.#path, this.#identity, "another semaphore");
     }
     if (sem().unlink(this.#cname) !== 0) throw unlinkFailure(this.name, this.#path, errno());
     this.#unlinked = true;
@@ -500,16 +487,6 @@ export class NamedSemaphore {
     return this.#pointer!;
   }
 
-  #tryTake(pointer: Deno.PointerObject): boolean {
-    const { trywait } = sem();
-    for (;;) {
-      if (trywait(pointer) === 0) return true;
-      const code = errno();
-      if (code === E.EAGAIN) return false;
-      if (code !== E.EINTR) throw errnoError(code, "sem_trywait", this.name, strerror(code));
-    }
-  }
-
   async #slowWait(pointer: Deno.PointerObject, signal: AbortSignal | undefined): Promise<void> {
     const closing = this.#closer.signal;
     const combined = signal ? AbortSignal.any([signal, closing]) : closing;
@@ -530,12 +507,6 @@ export class NamedSemaphore {
 }
 
 // ---------------------------------------------------------------------------
-
-function checkFlag(value: unknown, what: string): boolean {
-  if (value === undefined) return false;
-  if (typeof value !== "boolean") throw new TypeError(`named semaphore: ${what} must be a boolean`);
-  return value;
-}
 
 /** Gives a semaphore this process just created exactly `mode` (glibc's creation applies the umask). */
 function setMode(path: string, identity: FileIdentity, mode: number): void {

@@ -6,7 +6,7 @@
 // process that exits by itself, and no semaphore left behind in /dev/shm.
 import assert from "node:assert/strict";
 import { AlreadyExistsError, ChannelClosedError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { readDirectory, readTextFile } from "../ffi/dir.ts";
+import { readTextFile } from "../ffi/dir.ts";
 import { lstatPath } from "../ffi/fd.ts";
 import { MAX_HELPERS, semaphoreHelpers } from "../ffi/posix_sem_waiter.ts";
 import { MAX_SEMAPHORE_NAME, NamedSemaphore, SEM_VALUE_MAX } from "../sync/named_semaphore.ts";
@@ -22,11 +22,7 @@ import {
   RUN,
   TempDir,
 } from "./_helpers.ts";
-
-/** A fresh name carrying this module's RUN id (so the final check finds anything left). */
-function freshName(): string {
-  return `/ipcbus-test-${RUN}-${crypto.randomUUID().slice(0, 8)}`;
-}
+import { exists, freshName, run, shmEntries, unlinkIfPresent } from "./_posix_names.ts";
 
 /** The file glibc keeps a named semaphore in. */
 function semPath(name: string): string {
@@ -34,28 +30,10 @@ function semPath(name: string): string {
 }
 
 /** Removes the name if it still exists (for `finally`). */
-function cleanup(name: string): void {
-  try {
-    NamedSemaphore.unlink(name);
-  } catch (error) {
-    if (!(error instanceof NotFoundError)) throw error;
-  }
-}
-
-// Deno's own file APIs need --allow-all for paths under /dev: inspect through libc, change with tools.
-
-function exists(path: string): boolean {
-  return lstatPath(path) !== null;
-}
+const cleanup = (name: unknown) => unlinkIfPresent(NamedSemaphore.unlink, name as string);
 
 function modeOf(path: string): number {
   return lstatPath(path)!.permissions;
-}
-
-/** Runs a command (touch, mkdir, ln, chmod, rm) and checks it succeeded. */
-async function run(command: string, ...args: string[]): Promise<void> {
-  const output = await new Deno.Command(command, { args, stdout: "null" }).output();
-  assert.ok(output.success, `${command} ${args.join(" ")}: ${new TextDecoder().decode(output.stderr)}`);
 }
 
 /**
@@ -72,11 +50,6 @@ function mapsFile(inode: bigint): boolean {
 
 function mapped(): string {
   return readTextFile("/proc/self/maps")!;
-}
-
-/** Entries of /dev/shm made by this module. */
-function shmEntries(): string[] {
-  return readDirectory("/dev/shm")!.filter((name) => name.includes(RUN));
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -363,6 +336,8 @@ Deno.test("across processes: posts release waits both ways; a killed waiter take
 
     // The child posts; our wait resolves.
     const waiting = semaphore.wait();
+    // Awaited below; should the child fail first, the close in `using` must not reject it unhandled.
+    waiting.catch(() => {});
     await child.send("post");
     await child.expect("posted");
     await bounded(waiting, "the wait released by the child's post");

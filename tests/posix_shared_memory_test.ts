@@ -14,7 +14,7 @@ import {
   PermissionDeniedError,
 } from "../errors.ts";
 import { O } from "../ffi/constants.ts";
-import { readDirectory, readTextFile } from "../ffi/dir.ts";
+import { readTextFile } from "../ffi/dir.ts";
 import { lstatPath } from "../ffi/fd.ts";
 import { libc, need } from "../ffi/libc.ts";
 import { MAX_SHARED_MEMORY_NAME, PosixSharedMemory } from "../memory/posix_shared_memory.ts";
@@ -31,11 +31,7 @@ import {
   sameBytes,
   TempDir,
 } from "./_helpers.ts";
-
-/** A fresh name carrying this module's RUN id (so the final check finds anything left). */
-function freshName(): string {
-  return `/ipcbus-test-${RUN}-${crypto.randomUUID().slice(0, 8)}`;
-}
+import { exists, freshName, run, shmEntries, unlinkIfPresent } from "./_posix_names.ts";
 
 /** The file glibc keeps a shared memory object in. */
 function shmPath(name: string): string {
@@ -43,31 +39,7 @@ function shmPath(name: string): string {
 }
 
 /** Removes the name if it still exists (for `finally`). */
-function cleanup(name: string): void {
-  try {
-    PosixSharedMemory.unlink(name);
-  } catch (error) {
-    if (!(error instanceof NotFoundError)) throw error;
-  }
-}
-
-// Deno's own file APIs need --allow-all for paths under /dev: inspect through libc, change with tools.
-
-function exists(path: string): boolean {
-  return lstatPath(path) !== null;
-}
-
-/** Runs a command (mkfifo, mkdir, ln, chmod, rm, df) and returns its stdout. */
-async function run(command: string, ...args: string[]): Promise<string> {
-  const output = await new Deno.Command(command, { args }).output();
-  assert.ok(output.success, `${command} ${args.join(" ")}: ${new TextDecoder().decode(output.stderr)}`);
-  return new TextDecoder().decode(output.stdout);
-}
-
-/** Entries of /dev/shm made by this module. */
-function shmEntries(): string[] {
-  return readDirectory("/dev/shm")!.filter((name) => name.includes(RUN));
-}
+const cleanup = (name: unknown) => unlinkIfPresent(PosixSharedMemory.unlink, name as string);
 
 /** Makes an object the way a creator stopped between shm_open and ftruncate leaves it: size 0. */
 function bareObject(name: string): void {

@@ -288,6 +288,8 @@ const attrBytes = new Uint8Array(attrWords.buffer);
  * read on the spinning path.
  */
 const attrInts = new Int32Array(attrWords.buffer);
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
 
 /**
  * One process's use of a POSIX message queue.
@@ -336,17 +338,21 @@ export class PosixMessageQueue implements Transport {
   readonly #priorityBytes = new Uint8Array(this.#priority.buffer);
   #data: Uint8Array<ArrayBuffer>;
   /** The one frame object handed to tryReceiveBatch's sink. */
-  readonly #batchFrame: ReceivedFrame = { data: new Uint8Array(0), type: 1, priority: 0 };
+  readonly #batchFrame: ReceivedFrame = { data: EMPTY, type: 1, priority: 0 };
 
   /** The last mq_send found the queue full (and none has succeeded since). */
   #full = false;
   // The size argument of the last send, as a bigint (made once per size).
   #sendLength = -1;
   #sendLengthBig = 0n;
+  // The message of the send now spinning (read by #resend).
+  #retryData: Uint8Array = EMPTY;
+  #retryPriority = 0;
 
   private constructor(
     fd: number,
     name: string,
+    cName: Uint8Array<ArrayBuffer>,
     created: boolean,
     identity: FileStat,
     attributes: { maxMessages: number; messageSize: number },
@@ -355,7 +361,7 @@ export class PosixMessageQueue implements Transport {
   ) {
     this.#fd = fd;
     this.#name = name;
-    this.#cName = cString(name, "queue name");
+    this.#cName = cName;
     this.#identity = identity;
     this.#receiveSpinner = new Spinner(spin);
     this.#sendSpinner = new Spinner(spin);
@@ -465,7 +471,7 @@ export class PosixMessageQueue implements Transport {
           { errno: E.EEXIST, syscall: "mq_open" },
         );
       }
-      return new PosixMessageQueue(fd, name, created, identity, attributes, userLimit, spin);
+      return new PosixMessageQueue(fd, name, cName, created, identity, attributes, userLimit, spin);
     } catch (error) {
       mq().mq_close(fd);
       if (created) mq().mq_unlink(cName); // made here for nothing: leave no queue behind
@@ -537,7 +543,7 @@ export class PosixMessageQueue implements Transport {
    */
   stat(): PosixMessageQueueStat {
     this.#checkOpen();
-    if (mq().mq_getattr(this.#fd, attrBytes) !== 0) throw this.#error(errno(), "mq_getattr");
+    if (this.#getattr(this.#fd, attrBytes) !== 0) throw this.#error(errno(), "mq_getattr");
     return {
       maxMessages: Number(attrWords[MQ_WORD.mq_maxmsg]),
       messageSize: Number(attrWords[MQ_WORD.mq_msgsize]),
@@ -871,12 +877,20 @@ export class PosixMessageQueue implements Transport {
     // the kernel an allocation and a copy of the message (0.6 µs for 64 B,
     // 1.5 µs for 8 KiB here) while holding up the receivers; mq_getattr
     // only reads the count (0.2 µs).
-    if (this.#sendSpinner.spin(() => (this.#hasRoom() && this.#attempt(data, priority)) || undefined)) {
-      return undefined;
+    this.#retryData = data;
+    this.#retryPriority = priority;
+    try {
+      if (this.#sendSpinner.spin(this.#resend)) return undefined;
+    } finally {
+      this.#retryData = EMPTY; // do not keep the caller's buffer
     }
     // Keep a copy: the caller may reuse its buffer while this send waits.
     return this.#sendSlowly(data.slice(), priority, signal);
   }
+
+  /** One more send of the message now spinning, once mq_getattr shows room (for the send spin). */
+  readonly #resend = (): true | undefined =>
+    (this.#hasRoom() && this.#attempt(this.#retryData, this.#retryPriority)) || undefined;
 
   async #sendSlowly(data: Uint8Array, priority: number, signal: AbortSignal): Promise<void> {
     const both = this.#both(signal);
@@ -1018,7 +1032,7 @@ function parseName(address: string): string {
   if (/[?#]/.test(rest)) {
     throw bad("? and # are not allowed (sizes and modes are options of open(), not part of the address)");
   }
-  const length = new TextEncoder().encode(rest).length;
+  const length = encoder.encode(rest).length;
   if (length > NAME_MAX) {
     throw bad(`at most ${NAME_MAX} bytes may follow the slash (NAME_MAX), got ${length}`);
   }
