@@ -125,6 +125,9 @@ const KIND_ERROR = 3;
 /** Reply types are `pid × REPLY_SPAN + slot`; request types are below it. */
 const REPLY_SPAN = 2 ** 31;
 const MAX_ID = 0xffff_ffff;
+const TWO_32 = 2 ** 32;
+/** The high 32 bits of `Number.MAX_SAFE_INTEGER` (2^53 - 1): a reply type's high half is at most this. */
+const MAX_SAFE_HIGH = 0x1f_ffff;
 
 const utf8 = new TextEncoder();
 const lenientUtf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
@@ -348,7 +351,9 @@ export function rpc<Req = unknown, Res = Req>(
       data[2] = VERSION;
       data[3] = kind;
       view.setUint32(4, frame.id, true);
-      view.setBigUint64(8, BigInt(frame.replyType), true);
+      // The 64-bit reply type as two halves: no BigInt per frame.
+      view.setUint32(8, frame.replyType >>> 0, true);
+      view.setUint32(12, (frame.replyType / TWO_32) >>> 0, true);
       data.set(body, HEADER_SIZE);
       return data;
     },
@@ -369,11 +374,13 @@ export function rpc<Req = unknown, Res = Req>(
       }
       const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
       const id = view.getUint32(4, true);
-      const wide = view.getBigUint64(8, true);
-      if (wide === 0n || wide > BigInt(Number.MAX_SAFE_INTEGER)) {
+      const low = view.getUint32(8, true);
+      const high = view.getUint32(12, true);
+      if (high > MAX_SAFE_HIGH || (high === 0 && low === 0)) {
+        const wide = view.getBigUint64(8, true);
         throw new FrameError(`${name}: reply type ${wide} is outside 1 ..= 2^53 - 1`);
       }
-      const replyType = Number(wide);
+      const replyType = high * TWO_32 + low;
       const body = data.subarray(HEADER_SIZE);
       switch (data[3]) {
         case KIND_REQUEST:
@@ -677,7 +684,10 @@ class Client {
     this.#pumping = true;
     try {
       while (this.#pending.size > 0) {
-        const stop = this.#stop = new AbortController();
+        // One controller for as long as it is not aborted: a new signal per reply would cost the channel
+        // (and a parked transport) an AbortSignal.any each.
+        let stop = this.#stop;
+        if (stop === undefined || stop.signal.aborted) stop = this.#stop = new AbortController();
         let frame: RpcFrame<unknown, unknown>;
         try {
           frame = await this.#channel.receive({ type: this.replyType, signal: stop.signal });

@@ -126,3 +126,22 @@ export async function stopHelperThreads(registry: Set<HelperThread>): Promise<vo
   registry.clear();
   await Promise.all(helpers.map((helper) => helper.worker.terminate()));
 }
+
+/** An error carrying the errno a helper thread saw; callers map it with `errnoError`. */
+export class HelperErrno extends Error {
+  /** The errno value. */
+  readonly errno: number;
+  /** The call that failed. */
+  readonly syscall: string;
+
+  /**
+   * @param errno The errno value.
+   * @param syscall The call.
+   */
+  constructor(errno: number, syscall: string) {
+    super(`${syscall} failed with errno ${errno}`);
+    this.name = "HelperErrno";
+    this.errno = errno;
+    this.syscall = syscall;
+  }
+}

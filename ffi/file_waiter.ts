@@ -28,13 +28,14 @@
 
 import {
   DONE,
+  HelperErrno,
   HelperThread,
   REQUEST,
   stopHelperThreads as stopThreads,
   takeHelper as takeIdle,
 } from "./_helper_thread.ts";
 import { abortable } from "./_delay.ts";
-import { E, libc } from "./libc.ts";
+import { E, type Libc, libc } from "./libc.ts";
 
 /** Most lock probes left parked after their wait was cancelled. */
 export const MAX_DETACHED_PROBES = 16;
@@ -47,7 +48,12 @@ const ARCH = Deno.build.arch;
 /** The futex(2) syscall number (x86_64: 202, aarch64: 98). */
 const SYS_FUTEX = ARCH === "aarch64" ? 98 : 202;
 const FUTEX_WAIT = 0;
-const FUTEX_WAKE = 1;
+// futexWake runs once per append while readers are parked: its arguments are made once.
+const SYS_FUTEX_BIG = BigInt(SYS_FUTEX);
+const FUTEX_WAKE_BIG = 1n;
+const WAKE_ALL = 0x7fff_ffff;
+const WAKE_ALL_BIG = BigInt(WAKE_ALL);
+let wakeSyscall: Libc["futex"] | undefined;
 
 const OP_LOCK = 1;
 const OP_FUTEX = 2;
@@ -206,25 +212,6 @@ function release(helper: Helper): void {
   helper.done!.then(() => idle.push(helper), () => {});
 }
 
-/** An error carrying the errno a helper saw; callers map it with `errnoError`. */
-export class FileHelperErrno extends Error {
-  /** The errno value. */
-  readonly errno: number;
-  /** The call that failed. */
-  readonly syscall: string;
-
-  /**
-   * @param errno The errno value.
-   * @param syscall The call.
-   */
-  constructor(errno: number, syscall: string) {
-    super(`${syscall} failed with errno ${errno}`);
-    this.name = "FileHelperErrno";
-    this.errno = errno;
-    this.syscall = syscall;
-  }
-}
-
 /**
  * Whether a lock probe may start now (fewer than
  * {@linkcode MAX_DETACHED_PROBES} cancelled probes are still parked).
@@ -251,7 +238,7 @@ export function canProbeLock(): boolean {
  * @param signal Cancels the wait (the probe stays parked, detached).
  * @param onSettled Called when the helper no longer uses `probeFd`.
  * @returns Resolves when the range was free.
- * @throws {FileHelperErrno} When fcntl fails (for example `ENOLCK`).
+ * @throws {HelperErrno} When fcntl fails (for example `ENOLCK`).
  */
 export async function probeLock(
   probeFd: number,
@@ -287,7 +274,7 @@ export async function probeLock(
     helper.letGo();
   }
   idle.push(helper);
-  if (outcome.result !== RESULT_OK) throw new FileHelperErrno(outcome.errno, "fcntl(F_OFD_SETLKW)");
+  if (outcome.result !== RESULT_OK) throw new HelperErrno(outcome.errno, "fcntl(F_OFD_SETLKW)");
 }
 
 /** How a {@linkcode futexWait} ended. */
@@ -325,13 +312,13 @@ export async function futexWait(
   helper.hold();
   const onAbort = () => {
     Atomics.store(helper.ia, 5, 1);
-    futexWake(pointer, offset, 0x7fff_ffff);
+    futexWake(pointer, offset, WAKE_ALL);
   };
   signal.addEventListener("abort", onAbort, { once: true });
   try {
     const outcome = await abortable(helper.done!, signal);
     if (outcome.result === RESULT_TIMEOUT) return "timeout";
-    if (outcome.result === RESULT_ERROR) throw new FileHelperErrno(outcome.errno, "futex(FUTEX_WAIT)");
+    if (outcome.result === RESULT_ERROR) throw new HelperErrno(outcome.errno, "futex(FUTEX_WAIT)");
     return "woken";
   } finally {
     signal.removeEventListener("abort", onAbort);
@@ -353,7 +340,9 @@ export async function futexWait(
  */
 export function futexWake(pointer: Deno.PointerObject, offset: number, count: number): number {
   const at = offset === 0 ? pointer : Deno.UnsafePointer.offset(pointer, offset);
-  return Number(libc().futex(BigInt(SYS_FUTEX), at, BigInt(FUTEX_WAKE), BigInt(count), null, null, 0n));
+  const futex = wakeSyscall ??= libc().futex;
+  const n = count === WAKE_ALL ? WAKE_ALL_BIG : BigInt(count);
+  return Number(futex(SYS_FUTEX_BIG, at, FUTEX_WAKE_BIG, n, null, null, 0n));
 }
 
 /** One range of a mapping to flush. */
@@ -374,7 +363,7 @@ export interface SyncRange {
  * @param ranges At most {@linkcode MAX_SYNC_RANGES} ranges (empty ones are skipped).
  * @param fd A descriptor to fdatasync afterwards, or -1 for none.
  * @returns Resolves once everything is on stable storage.
- * @throws {FileHelperErrno} Naming `msync` or `fdatasync` and the errno (`EIO`, `ENOSPC`...).
+ * @throws {HelperErrno} Naming `msync` or `fdatasync` and the errno (`EIO`, `ENOSPC`...).
  */
 export async function syncRanges(ranges: readonly SyncRange[], fd: number): Promise<void> {
   const used = ranges.filter((range) => range.length > 0);
@@ -391,7 +380,7 @@ export async function syncRanges(ranges: readonly SyncRange[], fd: number): Prom
   try {
     const outcome = await helper.done!;
     if (outcome.result !== RESULT_OK) {
-      throw new FileHelperErrno(outcome.errno, outcome.failed === FAILED_FDATASYNC ? "fdatasync" : "msync");
+      throw new HelperErrno(outcome.errno, outcome.failed === FAILED_FDATASYNC ? "fdatasync" : "msync");
     }
   } finally {
     helper.letGo();

@@ -9,7 +9,7 @@
 
 import { PermissionDeniedError } from "../errors.ts";
 import { cString } from "./cstring.ts";
-import { lastError, libc } from "./libc.ts";
+import { E, errno, lastError, libc } from "./libc.ts";
 
 /** Flags and commands shared by msg*, sem* and shm*. */
 export const IPC = {
@@ -250,6 +250,95 @@ export function resolveSysvAddress(what: string, options: SysvAddressOptions): S
     throw new RangeError(`${what}: id must be an integer from 0 to 2147483647, got ${id}`);
   }
   return { id, label: `id ${id}` };
+}
+
+/** The creation options {@linkcode checkSysvCreate} and {@linkcode getSysvObject} read. */
+export interface SysvCreateOptions {
+  /** Create the object when none has the key. */
+  create?: boolean;
+  /** With `create`: fail when one has the key. */
+  exclusive?: boolean;
+}
+
+/**
+ * Checks a `mode` option: permission bits 0 to 0o777.
+ *
+ * @param what What the object is, starting messages (`"semaphore set"`).
+ * @param mode The option, or undefined for the default `0o600`.
+ * @returns The mode.
+ * @throws {RangeError} For anything else.
+ */
+export function checkSysvMode(what: string, mode: number | undefined): number {
+  const checked = mode ?? 0o600;
+  if (!Number.isInteger(checked) || checked < 0 || checked > 0o777) {
+    throw new RangeError(`${what}: mode must be permission bits from 0 to 0o777, got ${checked}`);
+  }
+  return checked;
+}
+
+/**
+ * Checks `create` and `exclusive` against the address.
+ *
+ * @param what What the object is, starting messages (`"semaphore set"`).
+ * @param address The resolved address.
+ * @param options The creation options.
+ * @returns Whether opening creates (or may create) the object: a private one, or `create`.
+ * @throws {TypeError} For `create` or `exclusive` with an id, or `exclusive` without `create`.
+ */
+export function checkSysvCreate(what: string, address: SysvAddress, options: SysvCreateOptions): boolean {
+  const creating = "private" in address || options.create === true;
+  if ("id" in address && (options.create || options.exclusive)) {
+    throw new TypeError(`${what}: create and exclusive do not apply when opening by id`);
+  }
+  if (options.exclusive && !creating) throw new TypeError(`${what}: exclusive needs create: true`);
+  return creating;
+}
+
+/**
+ * semget/shmget for an address: an id is taken as is; a private object is
+ * created; a key is created exclusively (to know whether this call made it)
+ * when creating, else (or when it exists) opened asking for `access`, so an
+ * object this process may not use fails here. One removed between the two
+ * calls is created again.
+ *
+ * @param address The resolved address.
+ * @param options The creation options (checked by {@linkcode checkSysvCreate}).
+ * @param mode Permission bits of a created object.
+ * @param access Permission bits asked for when opening an existing one.
+ * @param get The get call for a key and flags (returns -1 and sets errno on failure).
+ * @param fail The error for a failed get, given the key and errno.
+ * @returns The id, and whether this call created the object.
+ * @throws {Error} What `fail` makes.
+ */
+export function getSysvObject(
+  address: SysvAddress,
+  options: SysvCreateOptions,
+  mode: number,
+  access: number,
+  get: (key: number, flags: number) => number,
+  fail: (key: number, code: number) => Error,
+): { id: number; created: boolean } {
+  if ("id" in address) return { id: address.id, created: false };
+  if ("private" in address) {
+    const id = get(IPC.PRIVATE, IPC.CREAT | IPC.EXCL | mode);
+    if (id < 0) throw fail(IPC.PRIVATE, errno());
+    return { id, created: true };
+  }
+  const key = address.key;
+  const creating = options.create === true;
+  for (let attempt = 0;; attempt++) {
+    if (creating) {
+      const id = get(key, IPC.CREAT | IPC.EXCL | mode);
+      if (id >= 0) return { id, created: true };
+      const code = errno();
+      if (code !== E.EEXIST || options.exclusive) throw fail(key, code);
+    }
+    const id = get(key, access);
+    if (id >= 0) return { id, created: false };
+    const code = errno();
+    // ENOENT after EEXIST: removed in between; try to create it again.
+    if (!creating || code !== E.ENOENT || attempt >= 8) throw fail(key, code);
+  }
 }
 
 /**

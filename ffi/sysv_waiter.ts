@@ -36,6 +36,7 @@
 
 import {
   DONE,
+  HelperErrno,
   HelperThread,
   REQUEST,
   stopHelperThreads as stopThreads,
@@ -173,6 +174,9 @@ export type MessageWait =
   /** The probe took a zero-length message of this type: it is the caller's now. */
   | { kind: "taken"; type: bigint };
 
+/** The one "ready" outcome (nothing to say about it, so none is made per wait). */
+const READY: MessageWait = Object.freeze({ kind: "ready" });
+
 /**
  * Waits until a message matching `type`/`flags` (msgrcv semantics, e.g.
  * `MSG_EXCEPT`) is on queue `qid`.
@@ -208,7 +212,7 @@ export async function waitForMessage(
     helper.letGo();
   }
   idle.push(helper);
-  if (outcome.result === RESULT_READY) return { kind: "ready" };
+  if (outcome.result === RESULT_READY) return READY;
   if (outcome.result === RESULT_TAKEN) return { kind: "taken", type: outcome.type };
   throw errnoFailure(outcome.errno, "msgrcv");
 }
@@ -254,7 +258,7 @@ async function pollForMessage(
     const n = Number(msgrcv(qid, probeBytes, 0n, type, flags | IPC.NOWAIT));
     if (n >= 0) return { kind: "taken", type: probe[0] };
     const code = errno();
-    if (code === E.E2BIG) return { kind: "ready" };
+    if (code === E.E2BIG) return READY;
     if (code !== E.ENOMSG && code !== E.EINTR) throw errnoFailure(code, "msgrcv");
     await delay(pause, signal);
   }
@@ -318,24 +322,6 @@ export async function semaphoreOperation(
   } finally {
     helper.letGo();
     helper.done!.then(() => idle.push(helper), () => {});
-  }
-}
-
-/** An error carrying the errno a helper saw; callers map it with `errnoError`. */
-export class HelperErrno extends Error {
-  /** The errno value. */
-  readonly errno: number;
-  /** The call that failed. */
-  readonly syscall: string;
-
-  /**
-   * @param errno The errno value.
-   * @param syscall The call.
-   */
-  constructor(errno: number, syscall: string) {
-    super(`${syscall} failed with errno ${errno}`);
-    this.errno = errno;
-    this.syscall = syscall;
   }
 }
 

@@ -8,7 +8,7 @@
 
 import { IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { O } from "../ffi/constants.ts";
-import { closeFd, fchmodFd, type FileStat, fstatFd, openPath } from "../ffi/fd.ts";
+import { closeFd, fchmodFd, type FileStat, fstatFd, lstatPath, openPath, unlinkPath } from "../ffi/fd.ts";
 import { E, lastError, libc } from "../ffi/libc.ts";
 
 /** How {@linkcode openRegularFile} opens. */
@@ -154,4 +154,27 @@ export function syncParentDirectory(path: string): void {
   } finally {
     closeFd(fd);
   }
+}
+
+/**
+ * Removes `path` (unlink), after checking with lstat that it still names the
+ * file that was opened (same device and inode).
+ *
+ * @param path The path.
+ * @param identity The opened file's stat.
+ * @param label What to call the file in errors, such as `"mapped file"`.
+ * @throws {NotFoundError} When the path no longer exists.
+ * @throws {PermissionDeniedError} When the path now names another file.
+ */
+export function unlinkSameFile(path: string, identity: FileStat, label: string): void {
+  const stat = lstatPath(path);
+  if (stat === null) {
+    throw new NotFoundError(`unlink ${path} failed: ENOENT`, { errno: E.ENOENT, syscall: "unlink" });
+  }
+  if (stat.dev !== identity.dev || stat.ino !== identity.ino) {
+    throw new PermissionDeniedError(`${label}: ${path} now names another file; not removed`, {
+      syscall: "lstat",
+    });
+  }
+  unlinkPath(path);
 }

@@ -44,14 +44,15 @@
  * @module
  */
 
-import { ChannelClosedError, errnoError, IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { HelperErrno } from "../ffi/_helper_thread.ts";
+import { ChannelClosedError, errnoError, IpcError, PermissionDeniedError } from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
-import { closeFd, type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
-import { FileHelperErrno, futexWait, futexWake, syncRanges } from "../ffi/file_waiter.ts";
+import { closeFd, type FileStat, fstatFd, unlinkPath } from "../ffi/fd.ts";
+import { futexWait, futexWake, syncRanges } from "../ffi/file_waiter.ts";
 import { E, lastError, libc, strerror } from "../ffi/libc.ts";
 import { Mapping } from "../ffi/mmap.ts";
 import { pageSize } from "../ffi/sysv.ts";
-import { openRegularFile, syncParentDirectory } from "./_regular_file.ts";
+import { openRegularFile, syncParentDirectory, unlinkSameFile } from "./_regular_file.ts";
 
 /** Options of {@linkcode MappedFile.open}. */
 export interface MappedFileOptions {
@@ -405,7 +406,7 @@ export class MappedFile implements Disposable {
       if (this.#closed) {
         throw new ChannelClosedError(`mapped file ${this.path} was closed during flush`, { cause: error });
       }
-      if (error instanceof FileHelperErrno) {
+      if (error instanceof HelperErrno) {
         throw errnoError(error.errno, error.syscall, this.path, strerror(error.errno));
       }
       throw error;
@@ -563,16 +564,7 @@ export class MappedFile implements Disposable {
    * @throws {PermissionDeniedError} When the path now names another file.
    */
   unlink(): void {
-    const stat = lstatPath(this.path);
-    if (stat === null) {
-      throw new NotFoundError(`unlink ${this.path} failed: ENOENT`, { errno: E.ENOENT, syscall: "unlink" });
-    }
-    if (stat.dev !== this.#identity.dev || stat.ino !== this.#identity.ino) {
-      throw new PermissionDeniedError(`mapped file: ${this.path} now names another file; not removed`, {
-        syscall: "lstat",
-      });
-    }
-    unlinkPath(this.path);
+    unlinkSameFile(this.path, this.#identity, "mapped file");
   }
 
   /** Whether `close()` was called. */

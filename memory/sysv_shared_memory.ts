@@ -54,10 +54,13 @@
 import { ChannelClosedError, errnoError, IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { E, errno, libc, strerror } from "../ffi/libc.ts";
 import {
+  checkSysvCreate,
+  checkSysvMode,
   decodeIpcPerm,
   deniedWithOwner,
   describeObject,
   findOwner,
+  getSysvObject,
   IPC,
   IPC_PERM,
   type IpcPermissions,
@@ -213,59 +216,28 @@ export class SysvSharedMemory {
       throw new TypeError("SysvSharedMemory.open: options must be an object");
     }
     const address = resolveSysvAddress("shared memory", options);
-    const mode = options.mode ?? 0o600;
-    if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
-      throw new RangeError(`shared memory: mode must be permission bits from 0 to 0o777, got ${mode}`);
-    }
+    const mode = checkSysvMode("shared memory", options.mode);
     const size = options.size;
     if (size !== undefined && (!Number.isSafeInteger(size) || size < 1)) {
       throw new RangeError(`shared memory: size must be a positive integer, got ${size}`);
     }
     const readOnly = options.readOnly ?? false;
     if (typeof readOnly !== "boolean") throw new TypeError("shared memory: readOnly must be a boolean");
-    const creating = "private" in address || options.create === true;
-    if ("id" in address && (options.create || options.exclusive)) {
-      throw new TypeError("shared memory: create and exclusive do not apply when opening by id");
-    }
-    if (options.exclusive && !creating) throw new TypeError("shared memory: exclusive needs create: true");
+    const creating = checkSysvCreate("shared memory", address, options);
     if (creating && size === undefined) {
       throw new TypeError(`shared memory: size is needed to create ${address.label}`);
     }
 
     const { shmget } = libc();
-    // Ask for the access we need, so a segment we may not use fails here.
-    const access = readOnly ? 0o400 : 0o600;
     const asked = BigInt(size ?? 0);
-    let id = -1;
-    let key = 0;
-    let created = false;
-    if ("id" in address) {
-      id = address.id;
-    } else if ("private" in address) {
-      id = shmget(IPC.PRIVATE, asked, IPC.CREAT | IPC.EXCL | mode);
-      if (id < 0) throw getFailure(address.label, IPC.PRIVATE, size!);
-      created = true;
-    } else {
-      key = address.key;
-      for (let attempt = 0; id < 0; attempt++) {
-        if (creating) {
-          id = shmget(key, asked, IPC.CREAT | IPC.EXCL | mode);
-          if (id >= 0) {
-            created = true;
-            break;
-          }
-          const code = errno();
-          if (code !== E.EEXIST || options.exclusive) throw getFailure(address.label, key, size!, code);
-        }
-        id = shmget(key, asked, access);
-        if (id >= 0) break;
-        const code = errno();
-        // ENOENT after EEXIST: removed in between; try to create it again.
-        if (!creating || code !== E.ENOENT || attempt >= 8) {
-          throw getFailure(address.label, key, size ?? 0, code);
-        }
-      }
-    }
+    const { id, created } = getSysvObject(
+      address,
+      options,
+      mode,
+      readOnly ? 0o400 : 0o600, // ask for the access we need, so a segment we may not use fails here
+      (key, flags) => shmget(key, asked, flags),
+      (key, code) => getFailure(address.label, key, size ?? 0, code),
+    );
 
     try {
       const pointer = libc().shmat(id, null, readOnly ? SHM.RDONLY : 0);

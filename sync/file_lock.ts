@@ -53,14 +53,15 @@
  * @module
  */
 
-import { ChannelClosedError, errnoError, IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { HelperErrno } from "../ffi/_helper_thread.ts";
+import { ChannelClosedError, errnoError, IpcError, PermissionDeniedError } from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
 import { F, O } from "../ffi/constants.ts";
-import { closeFd, type FileStat, fstatFd, lstatPath, openPath, unlinkPath } from "../ffi/fd.ts";
-import { canProbeLock, FileHelperErrno, probeLock } from "../ffi/file_waiter.ts";
+import { closeFd, type FileStat, fstatFd, openPath } from "../ffi/fd.ts";
+import { canProbeLock, probeLock } from "../ffi/file_waiter.ts";
 import { E, errno, libc, strerror } from "../ffi/libc.ts";
 import { fillFlock, FLOCK } from "../ffi/structs.ts";
-import { openRegularFile } from "../memory/_regular_file.ts";
+import { openRegularFile, unlinkSameFile } from "../memory/_regular_file.ts";
 
 /** Which kind of fcntl lock (see the module documentation). */
 export type FileLockKind = "ofd" | "process";
@@ -204,6 +205,7 @@ export class FileLock implements Disposable {
   readonly #label: string;
   readonly #identity: FileStat | null;
   readonly #flock = new Uint8Array(FLOCK.size);
+  readonly #fcntlLock = libc().fcntl_lock;
   readonly #flockView = new DataView(this.#flock.buffer);
   readonly #setCommand: number;
   readonly #closer = new AbortController();
@@ -377,7 +379,7 @@ export class FileLock implements Disposable {
               await probeLock(probe, type, start, length, signal, () => closeFd(probe));
               probed = true;
             } catch (error) {
-              if (!(error instanceof FileHelperErrno)) throw error;
+              if (!(error instanceof HelperErrno)) throw error;
               // ENOLCK or the like on the probe: poll instead.
             }
           }
@@ -443,7 +445,7 @@ export class FileLock implements Disposable {
     this.#fill(shared ? F.RDLCK : F.WRLCK, start, length);
     const command = this.kind === "ofd" ? F.OFD_GETLK : F.GETLK;
     for (;;) {
-      if (libc().fcntl_lock(this.#fd, command, this.#flock) === 0) break;
+      if (this.#fcntlLock(this.#fd, command, this.#flock) === 0) break;
       const code = errno();
       if (code !== E.EINTR) throw this.#error(code, command === F.OFD_GETLK ? "F_OFD_GETLK" : "F_GETLK");
     }
@@ -469,16 +471,7 @@ export class FileLock implements Disposable {
    */
   unlinkPath(): void {
     if (this.#identity === null) throw new TypeError("file lock: made from a descriptor, it has no path");
-    const stat = lstatPath(this.path);
-    if (stat === null) {
-      throw new NotFoundError(`unlink ${this.path} failed: ENOENT`, { errno: E.ENOENT, syscall: "unlink" });
-    }
-    if (stat.dev !== this.#identity.dev || stat.ino !== this.#identity.ino) {
-      throw new PermissionDeniedError(`file lock: ${this.path} now names another file; not removed`, {
-        syscall: "lstat",
-      });
-    }
-    unlinkPath(this.path);
+    unlinkSameFile(this.path, this.#identity, "file lock");
   }
 
   /**
@@ -519,7 +512,7 @@ export class FileLock implements Disposable {
   /** One F_(OFD_)SETLK; false when a conflicting lock is held elsewhere. */
   #set(type: number, start: number, length: number): boolean {
     this.#fill(type, start, length);
-    const { fcntl_lock } = libc();
+    const fcntl_lock = this.#fcntlLock;
     for (let odd = 0;;) {
       if (fcntl_lock(this.#fd, this.#setCommand, this.#flock) === 0) return true;
       const code = errno();

@@ -62,13 +62,17 @@
  * @module
  */
 
+import { HelperErrno } from "../ffi/_helper_thread.ts";
 import { ChannelClosedError, errnoError, IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { E, errno, libc, strerror } from "../ffi/libc.ts";
+import { E, errno, type Libc, libc, strerror } from "../ffi/libc.ts";
 import {
+  checkSysvCreate,
+  checkSysvMode,
   decodeIpcPerm,
   deniedWithOwner,
   describeObject,
   findOwner,
+  getSysvObject,
   IPC,
   IPC_PERM,
   type IpcPermissions,
@@ -77,7 +81,7 @@ import {
   SEMBUF,
   SEMID_DS,
 } from "../ffi/sysv.ts";
-import { HelperErrno, MAX_SEMAPHORE_OPERATIONS, semaphoreOperation } from "../ffi/sysv_waiter.ts";
+import { MAX_SEMAPHORE_OPERATIONS, semaphoreOperation } from "../ffi/sysv_waiter.ts";
 import { napSync } from "../ffi/_delay.ts";
 
 /** The largest value a System V semaphore can hold (`SEMVMX`). */
@@ -219,6 +223,8 @@ export class SysvSemaphoreSet {
   readonly #singleView = new DataView(this.#single.buffer);
   readonly #stat = new Uint8Array(SEMID_DS.size);
   readonly #all: Uint16Array;
+  /** Looked up once: it runs on every operation. */
+  readonly #semop: Libc["semop"] = libc().semop;
 
   private constructor(id: number, key: number, count: number, created: boolean, label: string) {
     this.id = id;
@@ -259,10 +265,7 @@ export class SysvSemaphoreSet {
       throw new TypeError("SysvSemaphoreSet.open: options must be an object");
     }
     const address = resolveSysvAddress("semaphore set", options);
-    const mode = options.mode ?? 0o600;
-    if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
-      throw new RangeError(`semaphore set: mode must be permission bits from 0 to 0o777, got ${mode}`);
-    }
+    const mode = checkSysvMode("semaphore set", options.mode);
     const count = options.count;
     if (count !== undefined && (!Number.isInteger(count) || count < 1 || count > MAX_COUNT)) {
       throw new RangeError(`semaphore set: count must be an integer from 1 to ${MAX_COUNT}, got ${count}`);
@@ -271,52 +274,23 @@ export class SysvSemaphoreSet {
     if (typeof initTimeout !== "number" || !(initTimeout >= 0) || initTimeout > 60_000) {
       throw new RangeError(`semaphore set: initTimeout must be from 0 to 60000 ms, got ${initTimeout}`);
     }
-    const creating = "private" in address || options.create === true;
-    if ("id" in address && (options.create || options.exclusive)) {
-      throw new TypeError("semaphore set: create and exclusive do not apply when opening by id");
-    }
-    if (options.exclusive && !creating) {
-      throw new TypeError("semaphore set: exclusive needs create: true");
-    }
+    const creating = checkSysvCreate("semaphore set", address, options);
     if (creating && count === undefined) {
       throw new TypeError(`semaphore set: count is needed to create ${address.label}`);
     }
     const initial = initialValues(options.initial, count ?? 0);
 
     const { semget } = libc();
-    // Ask for read and alter permission up front, so a set we may not use
-    // fails here (semget with no permission bits never checks them).
-    const access = 0o600;
-    let id = -1;
-    let key = 0;
-    let created = false;
-    if ("id" in address) {
-      id = address.id;
-    } else if ("private" in address) {
-      id = semget(IPC.PRIVATE, count!, IPC.CREAT | IPC.EXCL | mode);
-      if (id < 0) throw getFailure(address.label, count!, IPC.PRIVATE);
-      created = true;
-    } else {
-      key = address.key;
-      for (let attempt = 0; id < 0; attempt++) {
-        if (creating) {
-          id = semget(key, count!, IPC.CREAT | IPC.EXCL | mode);
-          if (id >= 0) {
-            created = true;
-            break;
-          }
-          const code = errno();
-          if (code !== E.EEXIST || options.exclusive) throw getFailure(address.label, count!, key, code);
-        }
-        id = semget(key, count ?? 0, access);
-        if (id >= 0) break;
-        const code = errno();
-        // ENOENT after EEXIST: removed in between; try to create it again.
-        if (!creating || code !== E.ENOENT || attempt >= 8) {
-          throw getFailure(address.label, count ?? 0, key, code);
-        }
-      }
-    }
+    const { id, created } = getSysvObject(
+      address,
+      options,
+      mode,
+      // Ask for read and alter permission up front, so a set we may not use
+      // fails here (semget with no permission bits never checks them).
+      0o600,
+      (key, flags) => semget(key, count ?? 0, flags),
+      (key, code) => getFailure(address.label, count ?? 0, key, code),
+    );
 
     let set: SysvSemaphoreSet;
     try {
@@ -456,7 +430,7 @@ export class SysvSemaphoreSet {
    */
   async wait(index = 0, options: SysvSemaphoreWaitOptions = {}): Promise<void> {
     this.#checkOpen("semop");
-    this.#encodeOne(index, -1, options.undo, true);
+    this.#encodeOne(index, -1, options.undo);
     options.signal?.throwIfAborted();
     if (this.#tryApply(this.#single)) return;
     const sops = this.#single.slice();
@@ -485,7 +459,7 @@ export class SysvSemaphoreSet {
    */
   tryWait(index = 0, options: SysvSemaphorePostOptions = {}): boolean {
     this.#checkOpen("semop");
-    this.#encodeOne(index, -1, options.undo, true);
+    this.#encodeOne(index, -1, options.undo);
     return this.#tryApply(this.#single);
   }
 
@@ -510,7 +484,7 @@ export class SysvSemaphoreSet {
    */
   post(index = 0, options: SysvSemaphorePostOptions = {}): void {
     this.#checkOpen("semop");
-    this.#encodeOne(index, 1, options.undo, true);
+    this.#encodeOne(index, 1, options.undo);
     if (!this.#tryApply(this.#single)) {
       // A positive change never blocks; EAGAIN here is not possible.
       throw new IpcError(`semop on semaphore set ${this.#label} would block on a post`, { syscall: "semop" });
@@ -825,12 +799,12 @@ export class SysvSemaphoreSet {
     return stat;
   }
 
-  #encodeOne(index: number, delta: number, undo: boolean | undefined, noWait: boolean): void {
+  #encodeOne(index: number, delta: number, undo: boolean | undefined): void {
     this.#checkIndex(index);
     const view = this.#singleView;
     view.setUint16(SEMBUF.sem_num, index, true);
     view.setInt16(SEMBUF.sem_op, delta, true);
-    view.setInt16(SEMBUF.sem_flg, (undo ? SEM.UNDO : 0) | (noWait ? IPC.NOWAIT : 0), true);
+    view.setInt16(SEMBUF.sem_flg, (undo ? SEM.UNDO : 0) | IPC.NOWAIT, true);
   }
 
   /** Encodes operations with IPC_NOWAIT on all; returns whether any asked for noWait. */
@@ -866,7 +840,7 @@ export class SysvSemaphoreSet {
 
   /** semop with IPC_NOWAIT: true when applied, false on EAGAIN. */
   #tryApply(sops: Uint8Array): boolean {
-    const { semop } = libc();
+    const semop = this.#semop;
     const n = COUNTS[sops.length / SEMBUF.size];
     for (;;) {
       if (semop(this.id, sops, n) === 0) return true;

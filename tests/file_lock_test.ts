@@ -58,7 +58,7 @@ Deno.test("lock(): waits without blocking the event loop, then gets the lock whe
   const timer = setInterval(() => ticks++, 1);
   try {
     const waiting = b.lock({ start: 0, length: 1, signal: AbortSignal.timeout(10_000) });
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await until(() => ticks > 3, "the event loop to run while b waits");
     assert.ok(ticks > 3, "the event loop kept running while b waited");
     first.unlock();
     using second = await waiting;

@@ -24,6 +24,7 @@ import {
   pattern,
   sameBytes,
   TempDir,
+  until,
 } from "./_helpers.ts";
 
 const SMALL = 256 * 1024;
@@ -240,13 +241,10 @@ Deno.test("durability: sync resolves after the sync; batch syncs within its inte
   await using batch = await log<number>(path, { durability: "batch", syncInterval: 5 });
   await batch.send(5);
   assert.ok(transport(batch).stats().syncedPosition < transport(batch).stats().writePosition);
-  await bounded(
-    (async () => {
-      while (transport(batch).stats().syncedPosition < transport(batch).stats().writePosition) {
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
-    })(),
+  await until(
+    () => transport(batch).stats().syncedPosition >= transport(batch).stats().writePosition,
     "the batch sync",
+    30_000,
   );
   await using none = await log<number>(path);
   none.trySend(6);
@@ -295,12 +293,7 @@ Deno.test("a receive parked in another process wakes on our send; close settles 
   assert.match(await child.line(), /^ready /);
   await child.send("receive 1 20000");
   // Wait until the child is parked (it counts itself in the header), then send.
-  await bounded(
-    (async () => {
-      while (transport(writer).stats().waiters === 0) await new Promise((resolve) => setTimeout(resolve, 2));
-    })(),
-    "the child to park",
-  );
+  await until(() => transport(writer).stats().waiters !== 0, "the child to park", 30_000);
   await writer.send({ w: 7, i: 7 });
   assert.equal(await child.line(), "received [[7,7]]");
   // close() settles our own parked receive with ChannelClosedError, and the process is not kept alive.

@@ -16,6 +16,7 @@ import {
   align8,
   encodeHeader,
   FRAME_HEADER,
+  getU64,
   H_DAMAGED,
   H_DIRTY,
   H_HEAD,
@@ -73,11 +74,6 @@ export interface RecoveryReport {
   scannedBytes: number;
 }
 
-/** The sequence number of a frame at mapping offset `at`. */
-function seqAt(words: Uint32Array, at: number): number {
-  return words[(at + 16) >>> 2] + words[(at + 20) >>> 2] * TWO_32;
-}
-
 /**
  * Checks the frame at logical position `position` in place (its fields,
  * tag and checksum) and returns how far the next frame is, or -1 when it is
@@ -121,7 +117,7 @@ export function checkFrame(
   if (position + size > end) return -1;
   if (words[at >>> 2] !== xxh32(words, bytes, at + 4, hashed)) return -1;
   out.type = type;
-  out.seq = seqAt(words, at);
+  out.seq = getU64(words, (at + 16) >>> 2);
   return size;
 }
 

@@ -158,6 +158,56 @@ export function writeU64(words: Uint32Array, index: number, value: number): void
   Atomics.store(words, index + 1, (value / TWO_32) >>> 0);
 }
 
+/**
+ * A plain 64-bit load, for fields only lock holders write (the caller holds
+ * the lock), and for frame fields behind a published write position.
+ *
+ * @param words A `Uint32Array` over the mapping.
+ * @param index Word index of the low word.
+ * @returns The value (exact below 2^53).
+ */
+export function getU64(words: Uint32Array, index: number): number {
+  return words[index] + words[index + 1] * TWO_32;
+}
+
+/**
+ * A plain (non-atomic) 64-bit store, for fields whose readers hold a lock or
+ * look after a generation switch.
+ *
+ * @param words A `Uint32Array` over the mapping.
+ * @param index Word index of the low word.
+ * @param value The value (below 2^53).
+ */
+export function setU64(words: Uint32Array, index: number, value: number): void {
+  words[index] = value >>> 0;
+  words[index + 1] = (value / TWO_32) >>> 0;
+}
+
+/**
+ * Writes a frame's header fields (all but the checksum, which covers the
+ * payload too and comes last) at mapping offset `at`.
+ *
+ * @param words A `Uint32Array` over the mapping.
+ * @param at Mapping offset of the frame (a multiple of 8).
+ * @param length Payload bytes.
+ * @param type The type (`PADDING_TYPE` for a padding record).
+ * @param position The frame's logical position (for its tag).
+ * @param seq Its sequence number.
+ */
+export function putFrameHeader(
+  words: Uint32Array,
+  at: number,
+  length: number,
+  type: number,
+  position: number,
+  seq: number,
+): void {
+  words[(at + 4) >>> 2] = length;
+  words[(at + 8) >>> 2] = type;
+  words[(at + 12) >>> 2] = tagOf(position);
+  setU64(words, (at + 16) >>> 2, seq);
+}
+
 const P1 = 2654435761;
 const P2 = 2246822519;
 const P3 = 3266489917;
@@ -251,9 +301,20 @@ export function encodeHeader(bytes: Uint8Array, geometry: Omit<LogGeometry, "cre
 }
 
 function headerChecksum(bytes: Uint8Array): number {
-  const copy = new Uint8Array(H_CHECKSUM);
-  copy.set(bytes.subarray(0, H_CHECKSUM));
-  return xxh32(new Uint32Array(copy.buffer), copy, 0, H_CHECKSUM);
+  return xxh32Of(bytes.subarray(0, H_CHECKSUM));
+}
+
+/**
+ * XXH32 (seed 0) of any bytes, wherever they lie (they are copied to an
+ * aligned buffer first; for headers and names, not frames).
+ *
+ * @param bytes The bytes.
+ * @returns The hash as an unsigned 32-bit number.
+ */
+export function xxh32Of(bytes: Uint8Array): number {
+  const copy = new Uint8Array(Math.ceil(bytes.length / 4) * 4 || 4);
+  copy.set(bytes);
+  return xxh32(new Uint32Array(copy.buffer), copy, 0, bytes.length);
 }
 
 /**

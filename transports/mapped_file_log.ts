@@ -72,6 +72,7 @@
  * @module
  */
 
+import { HelperErrno } from "../ffi/_helper_thread.ts";
 import {
   ChannelClosedError,
   errnoError,
@@ -83,7 +84,7 @@ import {
 import { abortable, delay } from "../ffi/_delay.ts";
 import { F } from "../ffi/constants.ts";
 import { closeFd, type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
-import { FileHelperErrno, futexWait, futexWake, type SyncRange, syncRanges } from "../ffi/file_waiter.ts";
+import { futexWait, futexWake, type SyncRange, syncRanges } from "../ffi/file_waiter.ts";
 import { E, errno, libc, strerror } from "../ffi/libc.ts";
 import { fillFlock, FLOCK } from "../ffi/structs.ts";
 import { pageSize } from "../ffi/sysv.ts";
@@ -113,6 +114,7 @@ import {
   align8,
   decodeHeader,
   FRAME_HEADER,
+  getU64,
   H_DAMAGED,
   H_DIRTY,
   H_DOORBELL,
@@ -134,6 +136,7 @@ import {
   maxLength,
   MIN_CAPACITY,
   PADDING_TYPE,
+  putFrameHeader,
   readU64,
   RING_OFFSET,
   S_ACKED_AT,
@@ -143,6 +146,7 @@ import {
   S_NAME_LENGTH,
   S_POSITIONS,
   S_STATE,
+  setU64,
   SLOT_BYTES,
   SLOTS,
   TABLE_OFFSET,
@@ -150,6 +154,7 @@ import {
   TWO_32,
   writeU64,
   xxh32,
+  xxh32Of,
 } from "./_log_format.ts";
 import { Spinner } from "./_stream.ts";
 
@@ -359,11 +364,15 @@ export class MappedFileLog implements Transport, Disposable {
   readonly #unlockRequest = new Uint8Array(FLOCK.size);
   readonly #closer = new AbortController();
   readonly #one: Uint8Array[] = [EMPTY];
+  /** The frame `tryReceiveBatch` hands to its sink, made once. */
+  readonly #batchFrame: ReceivedFrame = { data: EMPTY, type: 0, priority: 0 };
   readonly #receiveSpinner: Spinner;
   /** The spinner's attempt, made once (not a closure per receive). */
   readonly #attempt = (): ReceivedFrame | undefined => this.#take() ?? undefined;
   readonly #onLoss: ((loss: LogLoss) => void) | undefined;
   #closed = false;
+  #lastSignal: AbortSignal | undefined;
+  #lastBoth: AbortSignal | undefined;
 
   // Reading.
   #readPos = 0;
@@ -602,11 +611,7 @@ export class MappedFileLog implements Transport, Disposable {
         head = this.#reclaim(head, write + room + size);
         if (room >= FRAME_HEADER) {
           const at = RING_OFFSET + phys;
-          words[(at + 4) >>> 2] = room - FRAME_HEADER;
-          words[(at + 8) >>> 2] = PADDING_TYPE;
-          words[(at + 12) >>> 2] = tagOf(write);
-          words[(at + 16) >>> 2] = seq >>> 0;
-          words[(at + 20) >>> 2] = (seq / TWO_32) >>> 0;
+          putFrameHeader(words, at, room - FRAME_HEADER, PADDING_TYPE, write, seq);
           words[at >>> 2] = xxh32(words, bytes, at + 4, FRAME_HEADER - 4);
         }
         write += room;
@@ -615,11 +620,7 @@ export class MappedFileLog implements Transport, Disposable {
         head = this.#reclaim(head, write + size);
       }
       const at = RING_OFFSET + phys;
-      words[(at + 4) >>> 2] = length;
-      words[(at + 8) >>> 2] = type;
-      words[(at + 12) >>> 2] = tagOf(write);
-      words[(at + 16) >>> 2] = seq >>> 0;
-      words[(at + 20) >>> 2] = (seq / TWO_32) >>> 0;
+      putFrameHeader(words, at, length, type, write, seq);
       bytes.set(data, at + FRAME_HEADER);
       words[at >>> 2] = xxh32(words, bytes, at + 4, FRAME_HEADER - 4 + length);
       write += size;
@@ -817,7 +818,7 @@ export class MappedFileLog implements Transport, Disposable {
     signal: AbortSignal,
     first = 0,
   ): Promise<number> {
-    const both = AbortSignal.any([signal, this.#closer.signal]);
+    const both = signal === this.#lastSignal ? this.#lastBoth! : this.#combine(signal);
     let held: HeldLock;
     try {
       held = await this.#lock.lock({ start: LOCK_APPEND, length: 1, signal: both });
@@ -834,6 +835,12 @@ export class MappedFileLog implements Transport, Disposable {
     }
     this.#afterAppend(this.#durability === "sync");
     return count;
+  }
+
+  /** The caller's signal combined with close(), made once per signal (AbortSignal.any costs µs). */
+  #combine(signal: AbortSignal): AbortSignal {
+    this.#lastSignal = signal;
+    return this.#lastBoth = AbortSignal.any([signal, this.#closer.signal]);
   }
 
   // -- durability ---------------------------------------------------------------
@@ -908,7 +915,7 @@ export class MappedFileLog implements Transport, Disposable {
       await syncRanges(this.#syncRanges(from, to), -1);
     } catch (error) {
       if (this.#closed) throw new ChannelClosedError(`${this.info.address} was closed during a sync`);
-      if (error instanceof FileHelperErrno) {
+      if (error instanceof HelperErrno) {
         throw errnoError(
           error.errno,
           error.syscall,
@@ -1221,7 +1228,7 @@ export class MappedFileLog implements Transport, Disposable {
   tryReceiveBatch(_filter: ReceiveFilter, max: number, sink: (frame: ReceivedFrame) => void): number {
     if (this.#closed) throw new ChannelClosedError(`${this.info.address} is closed`);
     let count = 0;
-    const frame: ReceivedFrame = { data: this.#data, type: 0, priority: 0 };
+    const frame = this.#batchFrame;
     while (count < max && this.#next()) {
       frame.data = this.#data;
       frame.type = this.#frameType;
@@ -1253,7 +1260,7 @@ export class MappedFileLog implements Transport, Disposable {
   }
 
   async #receiveSlowly(signal: AbortSignal): Promise<ReceivedFrame> {
-    const both = AbortSignal.any([signal, this.#closer.signal]);
+    const both = signal === this.#lastSignal ? this.#lastBoth! : this.#combine(signal);
     for (let pause = 0;;) {
       if (signal.aborted) throw signal.reason;
       if (this.#closed) throw new ChannelClosedError(`${this.info.address} is closed`);
@@ -1344,7 +1351,7 @@ export class MappedFileLog implements Transport, Disposable {
         this.#bytes.fill(0, base, base + SLOT_BYTES);
         this.#bytes.set(encoded, base + S_NAME);
         words[(base + S_NAME_LENGTH) >>> 2] = encoded.length;
-        words[(base + S_NAME_CHECKSUM) >>> 2] = nameChecksum(encoded);
+        words[(base + S_NAME_CHECKSUM) >>> 2] = xxh32Of(encoded);
         this.#place(from, head, write, next);
         this.#commitSlot();
         Atomics.store(words, (base + S_STATE) >>> 2, 1);
@@ -1362,7 +1369,7 @@ export class MappedFileLog implements Transport, Disposable {
     const length = this.#words[(base + S_NAME_LENGTH) >>> 2];
     if (length < 1 || length > MAX_READER_NAME) return null;
     const bytes = this.#bytes.slice(base + S_NAME, base + S_NAME + length);
-    if (nameChecksum(bytes) !== this.#words[(base + S_NAME_CHECKSUM) >>> 2]) return null;
+    if (xxh32Of(bytes) !== this.#words[(base + S_NAME_CHECKSUM) >>> 2]) return null;
     try {
       return decoder.decode(bytes);
     } catch {
@@ -1379,7 +1386,7 @@ export class MappedFileLog implements Transport, Disposable {
       }
       const name = this.#bytes.subarray(base + S_NAME, base + S_NAME + encoded.length);
       if (!name.every((b, i) => b === encoded[i])) continue;
-      if (nameChecksum(name) !== words[(base + S_NAME_CHECKSUM) >>> 2]) continue;
+      if (xxh32Of(name) !== words[(base + S_NAME_CHECKSUM) >>> 2]) continue;
       return s;
     }
     return -1;
@@ -1612,23 +1619,6 @@ export class MappedFileLog implements Transport, Disposable {
 }
 
 // -- opening --------------------------------------------------------------------
-
-/** A plain 64-bit load, for fields only lock holders write (the caller holds the lock). */
-function getU64(words: Uint32Array, index: number): number {
-  return words[index] + words[index + 1] * TWO_32;
-}
-
-/** A plain (non-atomic) 64-bit store, for fields whose readers hold a lock or look after a generation switch. */
-function setU64(words: Uint32Array, index: number, value: number): void {
-  words[index] = value >>> 0;
-  words[index + 1] = (value / TWO_32) >>> 0;
-}
-
-function nameChecksum(bytes: Uint8Array): number {
-  const copy = new Uint8Array(Math.ceil(bytes.length / 4) * 4 || 4);
-  copy.set(bytes);
-  return xxh32(new Uint32Array(copy.buffer), copy, 0, bytes.length);
-}
 
 function checkOptions(
   path: string,

@@ -79,6 +79,7 @@
  * @module
  */
 
+import { HelperErrno } from "../ffi/_helper_thread.ts";
 import {
   ChannelClosedError,
   errnoError,
@@ -90,8 +91,17 @@ import {
 } from "../errors.ts";
 import { delay, napSync } from "../ffi/_delay.ts";
 import { E, errno, lastError, type Libc, libc, strerror } from "../ffi/libc.ts";
-import { decodeIpcPerm, DEFAULT_FTOK_PROJECT, ftokKey, IPC, keyHex, MSG, MSQID_DS } from "../ffi/sysv.ts";
-import { HelperErrno, onDetachedMessage, waitForMessage } from "../ffi/sysv_waiter.ts";
+import {
+  decodeIpcPerm,
+  DEFAULT_FTOK_PROJECT,
+  ftokKey,
+  getSysvObject,
+  IPC,
+  keyHex,
+  MSG,
+  MSQID_DS,
+} from "../ffi/sysv.ts";
+import { onDetachedMessage, waitForMessage } from "../ffi/sysv_waiter.ts";
 import type {
   ReceivedFrame,
   ReceiveFilter,
@@ -375,7 +385,16 @@ export class SysvMessageQueue implements Transport {
       case "ftok":
       case "key": {
         key = target.kind === "key" ? target.key : ftokOrNotFound(target.path, target.project);
-        [id, created] = getByKey(key, describeKey(key, target), mode, options);
+        const what = describeKey(key, target);
+        ({ id, created } = getSysvObject(
+          { key: key | 0, label: what },
+          options,
+          mode,
+          // Read and write, as a channel does both: a refusal comes here rather than at the first use.
+          0o600,
+          libc().msgget,
+          (failed, code) => getFailure(failed, code, what),
+        ));
         break;
       }
     }
@@ -878,44 +897,19 @@ function ftokOrNotFound(path: string, project: number): number {
   }
 }
 
-/**
- * msgget by key: creates the queue (exclusively, to know whether this call
- * made it) or opens it asking for read and write permission, so that a
- * refusal comes here rather than at the first send or receive.
- *
- * @returns The id, and whether it was created.
- */
-function getByKey(
-  key: number,
-  what: string,
-  mode: number,
-  options: SysvMessageQueueOptions,
-): [number, boolean] {
-  const { msgget } = libc();
-  // A queue removed between the two calls is created on the next round.
-  for (let round = 0;; round++) {
-    if (options.create) {
-      const made = msgget(key | 0, IPC.CREAT | IPC.EXCL | mode);
-      if (made >= 0) return [made, true];
-      const code = errno();
-      if (code !== E.EEXIST || options.exclusive) throw failure(code, "msgget", what);
-    }
-    const found = msgget(key | 0, 0o600);
-    if (found >= 0) return [found, false];
-    const code = errno();
-    if (code === E.ENOENT) {
-      if (options.create && round < 3) continue;
-      throw new NotFoundError(
-        `${SCHEME}: no queue has ${what} (open with { create: true } to make it)`,
-        { errno: code, syscall: "msgget" },
-      );
-    }
-    if (code === E.EACCES) {
-      const peek = msgget(key | 0, 0);
-      throw denied(peek >= 0 ? peek : -1, `${SCHEME}: this process may not read and write ${what}`, "msgget");
-    }
-    throw failure(code, "msgget", what);
+/** The error for a failed msgget by key (`what` names the key). */
+function getFailure(key: number, code: number, what: string): IpcError {
+  if (code === E.ENOENT) {
+    return new NotFoundError(
+      `${SCHEME}: no queue has ${what} (open with { create: true } to make it)`,
+      { errno: code, syscall: "msgget" },
+    );
   }
+  if (code === E.EACCES) {
+    const peek = libc().msgget(key, 0);
+    return denied(peek >= 0 ? peek : -1, `${SCHEME}: this process may not read and write ${what}`, "msgget");
+  }
+  return failure(code, "msgget", what);
 }
 
 function msgget(key: number, flags: number, what: string): number {
