@@ -19,7 +19,7 @@ import {
   summarize,
 } from "./_chart.ts";
 import { intOption, parse } from "./_args.ts";
-import { eprintln, Failure, printLines, style, table, UsageError } from "./_output.ts";
+import { eprintln, Failure, lines, printLines, style, table, UsageError } from "./_output.ts";
 
 /** Help of `ipcbus bench`. */
 export const BENCH_HELP =
@@ -66,6 +66,8 @@ function locate(source: string | undefined): string | null {
   return null;
 }
 
+const encoder = new TextEncoder();
+
 const MEASUREMENT = /^\s+(\S+)\s+(\d+ [KM]?i?B (round trip|one-way)|skipped:|FAILED:)/;
 
 /** A one-line progress bar on stderr, redrawn in place. */
@@ -111,12 +113,12 @@ class ProgressBar {
     const seconds = Math.round((performance.now() - this.#started) / 1000);
     const head = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${this.#done}/~${total} ${seconds}s `;
     const text = (head + this.#last).slice(0, Math.max(10, columns - 1));
-    Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[2K${text}`));
+    Deno.stderr.writeSync(encoder.encode(`\r\x1b[2K${text}`));
   }
 
   end(): void {
     clearInterval(this.#timer);
-    Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[2K"));
+    Deno.stderr.writeSync(encoder.encode("\r\x1b[2K"));
   }
 }
 
@@ -246,22 +248,10 @@ export async function bench(args: readonly string[]): Promise<number> {
   const stdout = new Response(child.stdout).text();
   const stderrLines: string[] = [];
   try {
-    let buffered = "";
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stderr) {
-      buffered += decoder.decode(chunk, { stream: true });
-      let at: number;
-      while ((at = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, at);
-        buffered = buffered.slice(at + 1);
-        stderrLines.push(line);
-        if (bar) bar.line(line);
-        else eprintln(line);
-      }
-    }
-    if (buffered) {
-      stderrLines.push(buffered);
-      if (!bar) eprintln(buffered);
+    for await (const line of lines(child.stderr)) {
+      stderrLines.push(line);
+      if (bar) bar.line(line);
+      else eprintln(line);
     }
   } finally {
     bar?.end();

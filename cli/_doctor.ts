@@ -371,20 +371,11 @@ function limits(): { limits: LimitReport[]; warnings: string[] } {
 
 const CHECK_TIMEOUT_MS = 10_000;
 
-function presenceNote(address: string, whileOpen: string): string {
-  if (whileOpen === "live") return "presence live while open";
-  if (whileOpen === "unknown") {
-    return `no presence record for ${address} (this transport does not record presence)`;
-  }
-  return `presence ${whileOpen} while open`;
-}
-
 /** Opens `address` twice, sends one message one way, checks it, unlinks. */
 async function roundTrip(
   create: string,
   options: Record<string, unknown>,
   presenceOf: (info: Record<string, unknown>) => string,
-  needsPresence: boolean,
 ): Promise<string> {
   const signal = AbortSignal.timeout(CHECK_TIMEOUT_MS);
   const opened: Channel<Uint8Array>[] = [];
@@ -398,7 +389,7 @@ async function roundTrip(
     opened.push(second);
     const recorded = presenceOf(first.info as Record<string, unknown>);
     const state = Presence.probe(recorded);
-    if (needsPresence && state !== "live") {
+    if (state !== "live") {
       throw new Error(`presence of ${recorded} is ${state} while open (expected live)`);
     }
     const payload = crypto.getRandomValues(new Uint8Array(64));
@@ -417,7 +408,7 @@ async function roundTrip(
     for (const channel of opened) channel.close();
     const after = Presence.probe(recorded);
     if (after !== "unknown") throw new Error(`presence record ${recorded} left after unlink (${after})`);
-    return `sent and received a 64-byte message; ${presenceNote(recorded, state)}; removed`;
+    return "sent and received a 64-byte message; presence live while open; removed";
   } catch (error) {
     if (first && !unlinked) await first.unlink().catch(() => {});
     throw error;
@@ -512,12 +503,12 @@ async function checks(): Promise<CheckReport[]> {
         case "fifo":
           await run(
             name,
-            () => roundTrip(`fifo:${tempDir()}/check.fifo`, {}, (i) => String(i.address), true),
+            () => roundTrip(`fifo:${tempDir()}/check.fifo`, {}, (i) => String(i.address)),
             "",
           );
           break;
         case "sysv-mq":
-          await run(name, () => roundTrip("sysv-mq:private", {}, (i) => `sysv-mq:id/${i.id}`, true), "");
+          await run(name, () => roundTrip("sysv-mq:private", {}, (i) => `sysv-mq:id/${i.id}`), "");
           break;
         case "posix-mq":
           await run(
@@ -527,18 +518,17 @@ async function checks(): Promise<CheckReport[]> {
                 `posix-mq:/${tag}`,
                 { maxMessages: 1, messageSize: 64 },
                 (i) => String(i.address),
-                false,
               ),
             "",
           );
           break;
         case "shm":
-          await run(name, () => roundTrip(`shm:/${tag}`, {}, (i) => String(i.address), false), "");
+          await run(name, () => roundTrip(`shm:/${tag}`, {}, (i) => String(i.address)), "");
           break;
         case "file":
           await run(
             name,
-            () => roundTrip(`file:${tempDir()}/check.log`, {}, (i) => String(i.address), false),
+            () => roundTrip(`file:${tempDir()}/check.log`, {}, (i) => String(i.address)),
             "",
           );
           break;

@@ -25,7 +25,7 @@ logs ipcbus knows of from their presence records.
   --json          print {objects, notes} as JSON
 
 Columns: IPCBUS says whether ipcbus made the object (it has a presence
-record, or an ipcbus header); IN USE is "live" when a process has it open
+record); IN USE is "live" when a process has it open
 through ipcbus (or a System V segment is attached), "stale" when ipcbus made
 it and every user has gone (ipcbus gc removes those), "unknown" otherwise.
 A NAME marked "(gone)" is a presence record whose object no longer exists.`;

@@ -173,6 +173,12 @@ export function octal(mode: number): string {
 
 const encoder = new TextEncoder();
 
+/** Writes all of `bytes` to a stream (writeSync may write less than asked). */
+function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+  let offset = 0;
+  while (offset < bytes.length) offset += stream.writeSync(bytes.subarray(offset));
+}
+
 /**
  * Writes all of `bytes` to stdout.
  *
@@ -180,9 +186,8 @@ const encoder = new TextEncoder();
  * @throws {OutputClosed} When the reader of stdout has gone.
  */
 export function writeOut(bytes: Uint8Array): void {
-  let offset = 0;
   try {
-    while (offset < bytes.length) offset += Deno.stdout.writeSync(bytes.subarray(offset));
+    writeAll(Deno.stdout, bytes);
   } catch (error) {
     if (error instanceof Deno.errors.BrokenPipe) throw new OutputClosed();
     throw error;
@@ -215,12 +220,32 @@ export function printLines(lines: readonly string[]): void {
  */
 export function eprintln(text = ""): void {
   try {
-    const bytes = encoder.encode(`${text}\n`);
-    let offset = 0;
-    while (offset < bytes.length) offset += Deno.stderr.writeSync(bytes.subarray(offset));
+    writeAll(Deno.stderr, encoder.encode(`${text}\n`));
   } catch {
     // Nobody reads stderr: nothing to do.
   }
+}
+
+/**
+ * The lines of a byte stream, decoded as UTF-8 (without their newlines; a
+ * last line without one is yielded too, an empty one is not).
+ *
+ * @param stream Such as `Deno.stdin.readable` or a child's stderr.
+ * @returns The lines, as they arrive.
+ */
+export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for await (const chunk of stream) {
+    buffered += decoder.decode(chunk, { stream: true });
+    let at: number;
+    while ((at = buffered.indexOf("\n")) >= 0) {
+      yield buffered.slice(0, at);
+      buffered = buffered.slice(at + 1);
+    }
+  }
+  buffered += decoder.decode();
+  if (buffered !== "") yield buffered;
 }
 
 /**

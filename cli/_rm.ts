@@ -7,7 +7,16 @@
 
 import { parse } from "./_args.ts";
 import { inventory, type IpcObject } from "./_inventory.ts";
-import { describeError, eprintln, Failure, printJson, printLines, style, UsageError } from "./_output.ts";
+import {
+  colourFor,
+  describeError,
+  eprintln,
+  Failure,
+  printJson,
+  printLines,
+  style,
+  UsageError,
+} from "./_output.ts";
 import { describeObject, parseTargets, removeObject, resolveTarget, TARGET_FORMS } from "./_targets.ts";
 
 /** Help of `ipcbus rm`. */
@@ -39,7 +48,7 @@ interface Outcome {
 }
 
 function confirm(objects: readonly IpcObject[]): boolean {
-  const s = style(Deno.stderr.isTerminal() && !Deno.noColor);
+  const s = style(colourFor(Deno.stderr));
   eprintln(`about to remove ${objects.length} object${objects.length === 1 ? "" : "s"}:`);
   for (const object of objects) {
     const line = `  ${describeObject(object)}`;

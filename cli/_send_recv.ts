@@ -8,7 +8,7 @@
 
 import { bytes, type Channel, ChannelClosedError, json, open, type OpenOptions } from "../mod.ts";
 import { intOption, listOption, parse, type Values } from "./_args.ts";
-import { describeError, eprintln, Failure, println, UsageError, writeOut } from "./_output.ts";
+import { describeError, eprintln, Failure, lines, println, UsageError, writeOut } from "./_output.ts";
 
 const OPEN_OPTIONS = `  --create        create the object when it does not exist
   --exclusive     with --create: fail when it exists
@@ -140,21 +140,6 @@ function waitSignal(interrupt: AbortSignal, timeout: number | undefined): AbortS
   return timeout === undefined ? interrupt : AbortSignal.any([interrupt, AbortSignal.timeout(timeout)]);
 }
 
-async function* stdinLines(): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  for await (const chunk of Deno.stdin.readable) {
-    buffered += decoder.decode(chunk, { stream: true });
-    let at: number;
-    while ((at = buffered.indexOf("\n")) >= 0) {
-      yield buffered.slice(0, at);
-      buffered = buffered.slice(at + 1);
-    }
-  }
-  buffered += decoder.decode();
-  if (buffered !== "") yield buffered;
-}
-
 async function stdinBytes(): Promise<Uint8Array> {
   return new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
 }
@@ -225,7 +210,7 @@ export async function send(args: readonly string[]): Promise<number> {
     else if (raw) await sendOne(await stdinBytes());
     else {
       let line = 0;
-      for await (const text of stdinLines()) {
+      for await (const text of lines(Deno.stdin.readable)) {
         line++;
         if (text.trim() === "") continue;
         await sendOne(json.encode(parseJson(text, `line ${line} of standard input`, "send", false)));

@@ -339,7 +339,7 @@ export interface FileRow {
   mode: number;
   /** Bytes (st_size). */
   size: number;
-  /** Bytes actually allocated (st_blocks × 512). */
+  /** Bytes allocated (st_blocks × 512) from {@linkcode lstat}; from {@linkcode listDir}, the size again. */
   allocated: number;
   isFifo: boolean;
   isFile: boolean;

@@ -173,24 +173,24 @@ export function resolveTarget(target: Target, found: Inventory): IpcObject | nul
 }
 
 function unlisted(kind: Kind, name: string): IpcObject | null {
-  const base = {
+  const base: IpcObject = {
     kind,
     name,
     id: null,
     ref: `${kind}:${name}`,
-    channelAddress: null as string | null,
-    uid: null as number | null,
-    owner: null as string | null,
-    mode: null as number | null,
-    size: null as number | null,
+    channelAddress: null,
+    uid: null,
+    owner: null,
+    mode: null,
+    size: null,
     semaphores: null,
     messages: null,
     attached: null,
     ipcbus: false,
-    inUse: "unknown" as const,
+    inUse: "unknown",
     presence: null,
-    exists: null as boolean | null,
-    details: {} as Record<string, unknown>,
+    exists: null,
+    details: {},
   };
   if (kind === "fifo" || kind === "file") {
     let row;

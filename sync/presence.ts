@@ -49,6 +49,9 @@ export const PRESENCE_PREFIX = "ipcbus.presence.";
 /** Longest address recorded (the record is read back by `list`). */
 const MAX_ADDRESS = 4096;
 
+const encoder = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
 /** What {@linkcode Presence.probe} can tell. */
 export type PresenceState =
   /** At least one open channel holds its presence lock. */
@@ -79,7 +82,7 @@ export interface PresenceRecord {
  */
 export function presenceName(address: string): string {
   let escaped = "";
-  for (const byte of new TextEncoder().encode(address)) {
+  for (const byte of encoder.encode(address)) {
     const c = String.fromCharCode(byte);
     escaped += /[A-Za-z0-9._:@+=,-]/.test(c) ? c : `%${byte.toString(16).padStart(2, "0").toUpperCase()}`;
   }
@@ -89,7 +92,7 @@ export function presenceName(address: string): string {
 
 function fnv1a64(text: string): string {
   let hash = 0xcbf29ce484222325n;
-  for (const byte of new TextEncoder().encode(text)) {
+  for (const byte of encoder.encode(text)) {
     hash = BigInt.asUintN(64, (hash ^ BigInt(byte)) * 0x100000001b3n);
   }
   return hash.toString(16).padStart(16, "0");
@@ -98,14 +101,14 @@ function fnv1a64(text: string): string {
 /** The record's one locked byte: shared by every holder, exclusive for a claim. */
 const RECORD_BYTE = { start: 0, length: 1 } as const;
 
-/** Takes the record's lock without waiting (an open-file-description lock on `fd`). */
-function lockRecord(fd: number, shared: boolean): boolean {
-  return FileLock.fromFd(fd, { label: "presence record" }).tryLock({ ...RECORD_BYTE, shared }) !== null;
+/** The record's lock (open-file-description locks on `fd`). */
+function recordLock(fd: number): FileLock {
+  return FileLock.fromFd(fd, { label: "presence record" });
 }
 
 /** Whether anyone holds the record's lock (asked as for an exclusive lock: F_OFD_GETLK). */
 function isHeld(fd: number): boolean {
-  return FileLock.fromFd(fd, { label: "presence record" }).holder(RECORD_BYTE) !== null;
+  return recordLock(fd).holder(RECORD_BYTE) !== null;
 }
 
 function openRecord(name: string, flags: number, mode: number): number {
@@ -121,7 +124,7 @@ function readAddress(fd: number, name: string): string | undefined {
   const n = Number(libc().read(fd, buffer, BigInt(size)));
   if (n !== size) return undefined;
   try {
-    const address = new TextDecoder("utf-8", { fatal: true }).decode(buffer);
+    const address = strictUtf8.decode(buffer);
     return presenceName(address) === name ? address : undefined;
   } catch {
     return undefined;
@@ -158,7 +161,7 @@ export class Presence implements Disposable {
     try {
       try {
         fd = openRecord(name, O.RDWR | O.CREAT | O.EXCL, options.mode ?? 0o600);
-        const bytes = new TextEncoder().encode(address);
+        const bytes = encoder.encode(address);
         if (bytes.length <= MAX_ADDRESS) libc().write(fd, bytes, BigInt(bytes.length));
       } catch (error) {
         if (!(error instanceof AlreadyExistsError)) throw error;
@@ -175,8 +178,14 @@ export class Presence implements Disposable {
     // A shared lock; it fails only while `gc` holds the write lock to remove
     // the record, which takes microseconds: retry a few times, then give up
     // (best-effort) rather than block.
-    for (let attempt = 0; attempt < 1000; attempt++) {
-      if (lockRecord(fd, true)) return new Presence(fd, address);
+    try {
+      const lock = recordLock(fd);
+      const shared = { ...RECORD_BYTE, shared: true };
+      for (let attempt = 0; attempt < 1000; attempt++) {
+        if (lock.tryLock(shared) !== null) return new Presence(fd, address);
+      }
+    } catch {
+      // ENOLCK (the lock table is full): best-effort, as above.
     }
     closeFd(fd);
     return null;
@@ -243,10 +252,13 @@ export class Presence implements Disposable {
       if (error instanceof NotFoundError || error instanceof PermissionDeniedError) return null;
       throw error;
     }
-    if (!lockRecord(fd, false)) {
-      closeFd(fd);
-      return null;
+    let locked = false;
+    try {
+      locked = recordLock(fd).tryLock({ ...RECORD_BYTE, shared: false }) !== null;
+    } finally {
+      if (!locked) closeFd(fd);
     }
+    if (!locked) return null;
     return new PresenceClaim(fd, name, address);
   }
 

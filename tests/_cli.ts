@@ -1,5 +1,7 @@
 // Runs the `ipcbus` command as a subprocess, with the permissions of `deno task cli`.
 
+import { DenoChild } from "./_helpers.ts";
+
 /** Absolute path of the command's entry. */
 export const CLI = new URL("../cli/ipcbus.ts", import.meta.url).pathname;
 
@@ -67,59 +69,11 @@ export async function ipcbus(
 }
 
 /** A long-running `ipcbus` child (such as `recv --follow`) whose stdout is read line by line. */
-export class IpcbusChild implements AsyncDisposable {
-  readonly process: Deno.ChildProcess;
-  readonly #lines: AsyncIterator<string>;
-  readonly #stderr: Promise<string>;
-
+export class IpcbusChild extends DenoChild {
+  /**
+   * @param args The arguments after `ipcbus`.
+   */
   constructor(args: string[]) {
-    this.process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", "--no-prompt", ...CLI_PERMISSIONS, CLI, ...args],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    let buffered = "";
-    this.#lines = this.process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(
-      new TransformStream<string, string>({
-        transform(chunk, controller) {
-          buffered += chunk;
-          const parts = buffered.split("\n");
-          buffered = parts.pop()!;
-          for (const part of parts) controller.enqueue(part);
-        },
-        flush(controller) {
-          if (buffered) controller.enqueue(buffered);
-        },
-      }),
-    )[Symbol.asyncIterator]();
-    this.#stderr = new Response(this.process.stderr).text();
-  }
-
-  /** The next line on stdout; throws with stderr when stdout ends first. */
-  async line(): Promise<string> {
-    const next = await this.#lines.next();
-    if (next.done) {
-      const status = await this.process.status;
-      throw new Error(`ipcbus ended (code ${status.code}) before a line; stderr:\n${await this.#stderr}`);
-    }
-    return next.value;
-  }
-
-  /** Waits for the exit; returns the code and stderr. */
-  async finish(): Promise<{ code: number; stderr: string }> {
-    for (;;) if ((await this.#lines.next()).done) break;
-    return { code: (await this.process.status).code, stderr: await this.#stderr };
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.process.kill("SIGKILL");
-    } catch {
-      // Exited already.
-    }
-    await this.process.status;
-    await this.#stderr.catch(() => "");
-    for (;;) if ((await this.#lines.next().catch(() => ({ done: true }))).done) break;
+    super(CLI, args, CLI_PERMISSIONS);
   }
 }

@@ -138,7 +138,7 @@ Deno.test("ipcbus send/recv: JSON values round-trip through fifo: (the reader fi
     );
     assert.deepEqual(got.map((m) => m.value), VALUES.slice(0, 3));
     assert.deepEqual(got.map((m) => m.type), [1, 2, 3]);
-    assert.equal((await reader.finish()).code, 0);
+    assert.equal((await reader.finish()).status.code, 0);
 
     // Type filters are not a FIFO's: a usage error, not silence.
     const filtered = await ipcbus(["recv", address, "--type", "2", "--timeout", "100"]);

@@ -42,10 +42,14 @@ async function list(...args: string[]): Promise<ListedObject[]> {
 
 /** Removes a System V queue by id if it is still there. */
 async function dropQueue(id: number): Promise<void> {
+  let queue;
   try {
-    await SysvMessageQueue.open(`id/${id}`).unlink();
+    queue = SysvMessageQueue.open(`id/${id}`);
+    await queue.unlink();
   } catch (error) {
     if (!(error instanceof NotFoundError)) throw error;
+  } finally {
+    queue?.close();
   }
 }
 
@@ -355,8 +359,8 @@ Deno.test("ipcbus gc: keeps a queue another process holds (recv --follow) and co
     assert.equal((JSON.parse(kept.stdout) as { results: { result: string }[] }).results[0].result, "kept");
 
     child.process.kill("SIGINT");
-    const { code, stderr } = await child.finish();
-    assert.equal(code, 0, `recv --follow after SIGINT: ${stderr}`);
+    const { status, stderr } = await child.finish();
+    assert.equal(status.code, 0, `recv --follow after SIGINT: ${stderr}`);
 
     const collected = await ipcbus(["gc", address, "--json"]);
     assert.equal(
