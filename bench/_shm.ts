@@ -77,23 +77,34 @@ const ANY = { type: 0, except: false } as const;
  * ipcbus `shm:`: two rings and a child serving them.
  *
  * @param spin The `spin` option of both ends (undefined: the library's default; 0: block at once).
- * @param raw Throughput through the transport itself (`channel.unsafeTransport`: `trySendBatch` and
- *   `tryReceiveBatch`, no codec, no copy into a fresh buffer per message) instead of the channel.
- * @param poll Round trips with `trySend` and `tryReceive` polled in a busy loop on both sides (no
- *   promise, no spin budget): the floor of a JavaScript round trip over the ring.
+ * @param variant `raw`: throughput through the transport itself (`channel.unsafeTransport`:
+ *   `trySendBatch` and `tryReceiveBatch`, no codec, no copy into a fresh buffer per message) instead of
+ *   the channel. `poll`: round trips with `trySend` and `tryReceive` polled in a busy loop on both
+ *   sides (no promise, no spin budget): the floor of a JavaScript round trip over the ring.
+ *   `doorbell: false`: both ends wake each other through the semaphores only.
  * @returns The endpoint.
  */
-export async function ipcbusShm(spin?: number, raw = false, poll = false): Promise<Endpoint> {
+export async function ipcbusShm(
+  spin?: number,
+  { raw = false, poll = false, doorbell = true }: { raw?: boolean; poll?: boolean; doorbell?: boolean } = {},
+): Promise<Endpoint> {
   const down = ringName("down");
   const up = ringName("up");
-  const options = { create: true, exclusive: true, codec: bytes as never, capacity: CAPACITY, spin };
+  const options = {
+    create: true,
+    exclusive: true,
+    codec: bytes as never,
+    capacity: CAPACITY,
+    spin,
+    doorbell,
+  };
   const tx = await open<unknown>(`shm:${down}`, options);
   let rx: Channel<unknown> | undefined;
   let child: Deno.ChildProcess | undefined;
   try {
     rx = await open<unknown>(`shm:${up}`, options);
     child = new Deno.Command(Deno.execPath(), {
-      args: [...CHILD_FLAGS, SELF, "child", "echo", down, up, ...spinArgs(spin)],
+      args: [...CHILD_FLAGS, SELF, "child", "echo", down, up, String(spin ?? "default"), String(doorbell)],
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",
@@ -437,8 +448,13 @@ export async function shmC(
 
 // -- the children ----------------------------------------------------------------------------
 
-async function echoChild(down: string, up: string, spin: number | undefined): Promise<void> {
-  const options = { codec: bytesView as never, spin };
+async function echoChild(
+  down: string,
+  up: string,
+  spin: number | undefined,
+  doorbell: boolean,
+): Promise<void> {
+  const options = { codec: bytesView as never, spin, doorbell };
   using rx = await open<Uint8Array>(`shm:${down}`, options);
   using tx = await open<Uint8Array>(`shm:${up}`, options);
   await tx.send(new Uint8Array(0), { type: T.DONE }); // ready
@@ -514,7 +530,7 @@ async function producerChild(
 
 if (import.meta.main && Deno.args[0] === "child") {
   const [, role, a, b, c, d] = Deno.args;
-  if (role === "echo") await echoChild(a, b, c === undefined ? undefined : Number(c));
+  if (role === "echo") await echoChild(a, b, c === "default" ? undefined : Number(c), d !== "false");
   else if (role === "produce") await producerChild(a, b, Number(c), d === undefined ? undefined : Number(d));
   else throw new Error(`unknown role ${role}`);
 }

@@ -21,7 +21,7 @@
  *
  * Filters select targets by id or by a dash-separated part of an id:
  * `pipe` (pipe, pipe-await, pipe-json, c-pipe, c-pipe-spin), `fifo`, `c`,
- * `sysv`, `posix`, `shm` (shm, shm-poll, shm-block, shm-fan2, shm-fan4 and the C ring
+ * `sysv`, `posix`, `shm` (shm, shm-poll, shm-block, shm-block-sem, shm-fan2, shm-fan4 and the C ring
  * rows), `spin`, `stdio`, `unix`, `worker`, `json`, `await`.
  *
  * @module
@@ -340,7 +340,7 @@ const TARGETS: readonly TargetDef[] = [
     kind: "ipcbus",
     mechanism: "shm",
     metrics: ["tp64", "tp64k"],
-    start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin, true), plan),
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin, { raw: true }), plan),
   },
   {
     id: "shm-poll",
@@ -348,7 +348,7 @@ const TARGETS: readonly TargetDef[] = [
     kind: "ipcbus",
     mechanism: "shm",
     metrics: ["rt"],
-    start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin, false, true), plan),
+    start: async ({ plan, spin }) => endpointRunner(await ipcbusShm(spin, { poll: true }), plan),
   },
   {
     id: "shm-block",
@@ -357,6 +357,14 @@ const TARGETS: readonly TargetDef[] = [
     mechanism: "shm",
     metrics: ["rt"],
     start: async ({ plan }) => endpointRunner(await ipcbusShm(0), plan),
+  },
+  {
+    id: "shm-block-sem",
+    label: "ipcbus shm: (spin 0, doorbell: false: semaphores only)",
+    kind: "ipcbus",
+    mechanism: "shm",
+    metrics: ["rt"],
+    start: async ({ plan }) => endpointRunner(await ipcbusShm(0, { doorbell: false }), plan),
   },
   {
     id: "shm-fan2",

@@ -2,24 +2,30 @@
  * The wake-up path of the `shm:` ring (private to `transports/shm_ring.ts`):
  * one helper thread per ring handle that stays blocked in `semtimedop(2)` on
  * the handle's semaphore (one of the ring's System V set), and counts the
- * units it takes in a `SharedArrayBuffer`. A parked wait is then only an
- * `Atomics.waitAsync` on that count: a post by a peer costs one thread
- * wake-up (the helper's) and a notify, instead of handing each wait to a
- * pooled thread that must first be woken to start blocking.
+ * units it takes in a `SharedArrayBuffer`. A parked wait ends when that count
+ * moves (one `Atomics.waitAsync` at a time watches it), when the handle's
+ * doorbell rings (`ffi/_doorbell.ts`: a peer wrote to a socket the event loop
+ * reads, one thread wake-up instead of two), or at the next tick.
  *
  * Peers post the semaphore only when the handle registered as a waiter (the
- * ring's wait masks), so the helper sleeps in the kernel between waits; it
- * re-checks for shutdown every {@linkcode WAITER_SLICE_MS} ms, and `stop()`
- * posts the semaphore to end it at once. A unit it takes while nobody waits
- * makes the next wait return at once (a spurious wake-up, which the ring
- * tolerates). The helper is `ref`'d only while a wait is pending, so it never
- * keeps the process alive on its own.
+ * ring's wait masks) and could not ring its doorbell, so the helper sleeps in
+ * the kernel between waits; it re-checks for shutdown every
+ * {@linkcode WAITER_SLICE_MS} ms, and `stop()` posts the semaphore to end it
+ * at once. A unit taken or a ring heard while nobody waits makes the next
+ * wait return at once (a spurious wake-up, which the ring tolerates). The
+ * helper is `ref`'d only while a wait is pending, so it never keeps the
+ * process alive on its own.
+ *
+ * Ending a wait touches no timer and no event listener: on this project's
+ * test machine `clearTimeout` and `removeEventListener` cost 5–7 µs each in a
+ * process that was idle, a quarter of a parked hop. The longest wait comes
+ * from one interval per handle that ends the pending waits every tick (and
+ * stops itself once idle), and abort listeners are added once per signal.
  *
  * @module
  */
 
 import { Worker } from "node:worker_threads";
-import { abortable } from "./_delay.ts";
 import { E, libcPath } from "./libc.ts";
 import { SEMBUF } from "./sysv.ts";
 
@@ -69,12 +75,28 @@ for (;;) {
 /** Why a wait ended. */
 export type WaitOutcome = "woken" | "timeout" | "failed";
 
+/** A wait in progress. */
+interface Pending {
+  resolve(outcome: WaitOutcome): void;
+  reject(reason: unknown): void;
+  signal: AbortSignal;
+}
+
 /** A helper thread blocked on one semaphore of a set, and waits on what it takes. */
 export class SemaphoreWaiter {
   readonly #ia: Int32Array<SharedArrayBuffer>;
   readonly #worker: Worker;
-  #seen: number;
-  #pending = 0;
+  readonly #tickMs: number;
+  #seen = 0;
+  #rung = 0;
+  #rungSeen = 0;
+  /** Whether an `Atomics.waitAsync` on the count is pending (one at a time, whatever ends the waits). */
+  #armed = false;
+  readonly #waits = new Set<Pending>();
+  /** Signals with an abort listener of ours (added once per signal, not per wait). */
+  readonly #watched = new WeakSet<AbortSignal>();
+  #ticker: number | undefined;
+  #idleTicks = 0;
   #stopped = false;
 
   /**
@@ -83,17 +105,21 @@ export class SemaphoreWaiter {
    * @param semid The set's id.
    * @param index The semaphore in the set.
    * @param post Posts that semaphore (used by `stop` to wake the helper).
+   * @param tickMs The longest a wait lasts: every `tickMs` ms the pending waits end with `"timeout"`.
    */
-  constructor(semid: number, index: number, readonly post: () => void) {
+  constructor(semid: number, index: number, readonly post: () => void, tickMs: number) {
     const sab = new SharedArrayBuffer(16);
     this.#ia = new Int32Array(sab);
-    this.#seen = 0;
+    this.#tickMs = tickMs;
     this.#worker = new Worker(HELPER_SOURCE, {
       eval: true,
       workerData: { sab, path: libcPath(), semid, index, slice: WAITER_SLICE_MS },
     });
     this.#worker.unref();
-    this.#worker.on("error", () => Atomics.store(this.#ia, STATE, FAILED));
+    this.#worker.on("error", () => {
+      Atomics.store(this.#ia, STATE, FAILED);
+      Atomics.notify(this.#ia, FIRED);
+    });
   }
 
   /** The errno that stopped the helper (EIDRM: the set was removed), or 0. */
@@ -102,43 +128,100 @@ export class SemaphoreWaiter {
   }
 
   /**
+   * Ends the pending waits as woken, or, when none is pending, the next
+   * one at once: the handle's doorbell rang (`ffi/_doorbell.ts`).
+   */
+  readonly ring = (): void => {
+    this.#rung++;
+    this.#endAll("woken");
+  };
+
+  /**
    * Waits until the helper takes a unit (or took one since the last wait),
-   * at most `ms` milliseconds, or until `signal` aborts.
+   * or {@linkcode ring} is called (or was since the last wait), or the
+   * next tick (at most `tickMs` ms), or until `signal` aborts. Ending a wait
+   * touches no timer and no listener: on this project's test machine those
+   * cost microseconds each on a process that was idle.
    *
-   * @param ms The longest wait.
-   * @param signal Aborting it settles the wait with `signal.reason`.
+   * @param signal Aborting it rejects the wait with `signal.reason`.
    * @returns Why it ended.
    */
-  async wait(ms: number, signal: AbortSignal): Promise<WaitOutcome> {
-    signal.throwIfAborted();
+  wait(signal: AbortSignal): Promise<WaitOutcome> {
+    if (signal.aborted) return Promise.reject(signal.reason);
     const ia = this.#ia;
     const fired = Atomics.load(ia, FIRED);
-    if (Atomics.load(ia, STATE) === FAILED) return "failed";
-    if (fired !== this.#seen) {
+    if (Atomics.load(ia, STATE) === FAILED) return Promise.resolve("failed");
+    if (fired !== this.#seen || this.#rung !== this.#rungSeen) {
       this.#seen = fired;
-      return "woken";
+      this.#rungSeen = this.#rung;
+      return Promise.resolve("woken");
     }
-    const waited = Atomics.waitAsync(ia, FIRED, fired, ms);
-    if (!waited.async) {
-      this.#seen = Atomics.load(ia, FIRED);
-      return waited.value === "timed-out" ? "timeout" : "woken";
+    if (!this.#armed) {
+      const waited = Atomics.waitAsync(ia, FIRED, fired);
+      if (!waited.async) {
+        this.#seen = Atomics.load(ia, FIRED);
+        return Promise.resolve("woken");
+      }
+      this.#armed = true;
+      waited.value.then(() => {
+        this.#armed = false;
+        this.#endAll("woken");
+      });
     }
-    if (this.#pending++ === 0) this.#worker.ref();
-    try {
-      const result = await abortable(waited.value, signal);
-      this.#seen = Atomics.load(ia, FIRED);
-      if (Atomics.load(ia, STATE) === FAILED) return "failed";
-      return result === "timed-out" ? "timeout" : "woken";
-    } finally {
-      if (--this.#pending === 0) this.#worker.unref();
+    if (!this.#watched.has(signal)) {
+      this.#watched.add(signal);
+      signal.addEventListener("abort", () => this.#abort(signal), { once: true });
     }
+    if (this.#ticker === undefined && !this.#stopped) {
+      // Deno's own timers give numbers (the node typings that worker_threads brings say otherwise).
+      this.#ticker = setInterval(this.#tick, this.#tickMs) as unknown as number;
+      Deno.unrefTimer(this.#ticker);
+    }
+    if (this.#waits.size === 0) this.#worker.ref();
+    return new Promise<WaitOutcome>((resolve, reject) => this.#waits.add({ resolve, reject, signal }));
   }
 
-  /** Ends the helper (it leaves the semaphore at once). Idempotent. */
+  #endAll(outcome: WaitOutcome): void {
+    const waits = this.#waits;
+    if (waits.size === 0) return;
+    const ia = this.#ia;
+    this.#seen = Atomics.load(ia, FIRED);
+    this.#rungSeen = this.#rung;
+    if (Atomics.load(ia, STATE) === FAILED) outcome = "failed";
+    for (const pending of waits) pending.resolve(outcome);
+    waits.clear();
+    this.#worker.unref();
+  }
+
+  #abort(signal: AbortSignal): void {
+    for (const pending of this.#waits) {
+      if (pending.signal !== signal) continue;
+      this.#waits.delete(pending);
+      pending.reject(signal.reason);
+    }
+    if (this.#waits.size === 0) this.#worker.unref();
+  }
+
+  /** Ends the pending waits with "timeout" (their owners look again); stops after two idle ticks. */
+  readonly #tick = (): void => {
+    if (this.#waits.size > 0) {
+      this.#idleTicks = 0;
+      this.#endAll("timeout");
+    } else if (++this.#idleTicks >= 2) {
+      clearInterval(this.#ticker);
+      this.#ticker = undefined;
+    }
+  };
+
+  /** Ends the helper (it leaves the semaphore at once); pending waits end as woken. Idempotent. */
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
     if (Atomics.compareExchange(this.#ia, STATE, RUNNING, STOPPING) === RUNNING) this.post();
+    Atomics.notify(this.#ia, FIRED);
+    clearInterval(this.#ticker);
+    this.#ticker = undefined;
+    this.#endAll("woken");
     this.#worker.unref();
   }
 }

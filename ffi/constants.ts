@@ -55,6 +55,16 @@ export const POLL = {
 /** eventfd(2) flags. */
 export const EFD = { NONBLOCK: 0o4000, CLOEXEC: 0o2000000 } as const;
 
+/** socket(2) and send(2) constants (Linux): Unix stream sockets, non-blocking, close-on-exec. */
+export const SOCK = {
+  AF_UNIX: 1,
+  STREAM: 1,
+  NONBLOCK: 0o4000,
+  CLOEXEC: 0o2000000,
+  MSG_DONTWAIT: 0x40,
+  MSG_NOSIGNAL: 0x4000,
+} as const;
+
 /** File type bits of `st_mode`. */
 export const S = {
   IFMT: 0o170000,

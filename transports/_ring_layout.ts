@@ -85,8 +85,18 @@ export const SUB_MASK = 512;
 export const SLOT_TABLE = 1024;
 /** Bytes per slot. */
 export const SLOT_SIZE = 64;
-/** Reserved (32 bytes; zero). The slot's owner parks on semaphore `slot` of the set. */
-export const S_RESERVED = 0;
+/**
+ * u32 the owner's doorbell number, 0 for none (written last, cleared first).
+ * The slot's owner parks on semaphore `slot` of the set, and, when it has a
+ * doorbell, also on its process's doorbell socket (`ffi/_doorbell.ts`).
+ */
+export const S_BELL = 0;
+/** u32 the slot generation the doorbell was written by: it counts only while equal to `S_GEN`. */
+export const S_BELL_GEN = 4;
+/** 16 bytes: the owner process's doorbell id (its socket's name). */
+export const S_BELL_ID = 8;
+/** Reserved (8 bytes; zero). */
+export const S_RESERVED = 24;
 /** u32 0 free, 1 used (informational: liveness is the slot's lock). */
 export const S_STATE = 32;
 /** u32 owner's process id (informational). */
