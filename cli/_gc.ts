@@ -29,7 +29,8 @@ Remove the objects ipcbus made that no live process uses. Every ipcbus
 channel holds a lock on its object's presence record (under /dev/shm) that
 the kernel releases when the process ends, however it ends; an object whose
 record nobody holds is stale. gc removes a stale object while holding the
-record's write lock, so no ipcbus process can start using it meanwhile.
+record's write lock, so no ipcbus process can start using it meanwhile
+(one opening it then waits, and finds it gone).
 
 gc never removes:
   - an object a live ipcbus process uses (its record is locked),

@@ -14,6 +14,12 @@
  * excludes new users for as long as it holds it) before it removes a stale
  * object.
  *
+ * A process that opens an object while `gc` holds its record's write lock
+ * waits (up to {@linkcode CLAIM_WAIT_MS}) for the claim to end, and is told
+ * ({@linkcode Presence.contended}) that the object may have gone meanwhile:
+ * the transports then check, and open again (which fails with
+ * `NotFoundError`, or creates the object anew with `create`).
+ *
  * Presence is advisory and best-effort: a process that cannot open the
  * presence object (another user's, with a mode that does not let it in)
  * simply holds none, and an object without a presence record is "unknown",
@@ -37,6 +43,7 @@
 
 import { AlreadyExistsError, NotFoundError, PermissionDeniedError } from "../errors.ts";
 import { cString } from "../ffi/cstring.ts";
+import { napSync } from "../ffi/_delay.ts";
 import { O } from "../ffi/constants.ts";
 import { readDirectory } from "../ffi/dir.ts";
 import { closeFd, fstatFd } from "../ffi/fd.ts";
@@ -48,6 +55,9 @@ export const PRESENCE_PREFIX = "ipcbus.presence.";
 
 /** Longest address recorded (the record is read back by `list`). */
 const MAX_ADDRESS = 4096;
+
+/** How long `hold` waits for a claim (`ipcbus gc` removing the object) to end before it gives up (ms). */
+export const CLAIM_WAIT_MS = 1000;
 
 const encoder = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
@@ -139,10 +149,16 @@ export class Presence implements Disposable {
   #fd: number;
   /** The address held. */
   readonly address: string;
+  /**
+   * Whether `hold` had to wait for a claim (`ipcbus gc` removing the
+   * object) to end: the object the caller opened before holding may be gone.
+   */
+  readonly contended: boolean;
 
-  private constructor(fd: number, address: string) {
+  private constructor(fd: number, address: string, contended: boolean) {
     this.#fd = fd;
     this.address = address;
+    this.contended = contended;
   }
 
   /**
@@ -153,42 +169,35 @@ export class Presence implements Disposable {
    * @param options `mode` of a new record (default `0o600`; give the object's own mode so that every
    *   user allowed to open the object can record presence too).
    * @returns The held presence, or `null` when the record cannot be opened or locked here (another
-   *   user's, an exhausted descriptor table, shared memory unavailable). Presence is best-effort.
+   *   user's, an exhausted descriptor table, shared memory unavailable, a claim held for longer than
+   *   {@linkcode CLAIM_WAIT_MS}). Presence is best-effort.
    */
   static hold(address: string, options: { mode?: number } = {}): Presence | null {
     const name = presenceName(address);
-    let fd: number;
-    try {
+    const deadline = performance.now() + CLAIM_WAIT_MS;
+    let contended = false;
+    for (;;) {
+      const fd = openForHold(name, address, options.mode ?? 0o600);
+      if (fd < 0) return null; // best-effort (see the module docs)
+      // A shared lock fails only while a claim (gc) holds the write lock; gc removes the object, then the
+      // record, then lets go: wait for that, then hold the record under the name now (maybe a new one).
+      let held = false;
       try {
-        fd = openRecord(name, O.RDWR | O.CREAT | O.EXCL, options.mode ?? 0o600);
-        const bytes = encoder.encode(address);
-        if (bytes.length <= MAX_ADDRESS) libc().write(fd, bytes, BigInt(bytes.length));
-      } catch (error) {
-        if (!(error instanceof AlreadyExistsError)) throw error;
-        try {
-          fd = openRecord(name, O.RDWR, 0);
-        } catch (inner) {
-          if (!(inner instanceof PermissionDeniedError)) throw inner;
-          fd = openRecord(name, O.RDONLY, 0);
+        const lock = recordLock(fd);
+        const shared = { ...RECORD_BYTE, shared: true };
+        for (let attempt = 0; !held && performance.now() < deadline; attempt++) {
+          held = lock.tryLock(shared) !== null;
+          if (held) break;
+          contended = true;
+          if (attempt >= 100) napSync(1);
         }
+      } catch {
+        // ENOLCK (the lock table is full): best-effort, as above.
       }
-    } catch {
-      return null; // best-effort (see the module docs)
+      if (held && (!contended || stillLinked(fd, name))) return new Presence(fd, address, contended);
+      closeFd(fd);
+      if (!held) return null;
     }
-    // A shared lock; it fails only while `gc` holds the write lock to remove
-    // the record, which takes microseconds: retry a few times, then give up
-    // (best-effort) rather than block.
-    try {
-      const lock = recordLock(fd);
-      const shared = { ...RECORD_BYTE, shared: true };
-      for (let attempt = 0; attempt < 1000; attempt++) {
-        if (lock.tryLock(shared) !== null) return new Presence(fd, address);
-      }
-    } catch {
-      // ENOLCK (the lock table is full): best-effort, as above.
-    }
-    closeFd(fd);
-    return null;
   }
 
   /**
@@ -284,6 +293,69 @@ export class Presence implements Disposable {
   /** Same as {@linkcode Presence.release}. */
   [Symbol.dispose](): void {
     this.release();
+  }
+}
+
+let reopening = false;
+
+/**
+ * For transports: opens again an object that `ipcbus gc` removed while this
+ * process was opening it (its {@linkcode Presence.contended} hold found it
+ * gone). The new open fails with `NotFoundError`, or with `create` makes the
+ * object anew; if that one too is removed at once, this gives up.
+ *
+ * @param address The channel address (for the error).
+ * @param open Opens the object again.
+ * @returns What `open` returns.
+ * @throws {NotFoundError} When the object is removed again while reopening.
+ */
+export function reopenRemoved<T>(address: string, open: () => T): T {
+  if (reopening) {
+    throw new NotFoundError(`${address} was removed (by ipcbus gc) while it was being opened, twice`);
+  }
+  reopening = true;
+  try {
+    return open();
+  } finally {
+    reopening = false;
+  }
+}
+
+/** Opens (creating it if missing) the record to hold; −1 when it cannot be. */
+function openForHold(name: string, address: string, mode: number): number {
+  try {
+    try {
+      const fd = openRecord(name, O.RDWR | O.CREAT | O.EXCL, mode);
+      const bytes = encoder.encode(address);
+      if (bytes.length <= MAX_ADDRESS) libc().write(fd, bytes, BigInt(bytes.length));
+      return fd;
+    } catch (error) {
+      if (!(error instanceof AlreadyExistsError)) throw error;
+      try {
+        return openRecord(name, O.RDWR, 0);
+      } catch (inner) {
+        if (!(inner instanceof PermissionDeniedError)) throw inner;
+        return openRecord(name, O.RDONLY, 0);
+      }
+    }
+  } catch {
+    return -1;
+  }
+}
+
+/** Whether `fd` is still the record named `name` (a claim may have removed it). */
+function stillLinked(fd: number, name: string): boolean {
+  let now: number;
+  try {
+    now = openRecord(name, O.RDONLY, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const a = fstatFd(fd), b = fstatFd(now);
+    return a.dev === b.dev && a.ino === b.ino;
+  } finally {
+    closeFd(now);
   }
 }
 

@@ -2,6 +2,9 @@
 // included), claimable only when stale.
 import assert from "node:assert/strict";
 import { Presence, PRESENCE_PREFIX, presenceName } from "../sync/presence.ts";
+import { SysvMessageQueue } from "../transports/sysv_mq.ts";
+import { IPC } from "../ffi/sysv.ts";
+import { libc } from "../ffi/libc.ts";
 import { listIpcDirectory } from "../inspect.ts";
 import { DenoChild, fixture, rawClose, rawOpenWrite, rawWrite } from "./_helpers.ts";
 
@@ -78,6 +81,41 @@ Deno.test("a holder killed with SIGKILL leaves a stale record, never a live one"
     Presence.claim(address)!.remove();
   } finally {
     cleanup(address);
+  }
+});
+
+Deno.test("a process opening an object while gc removes it waits for the claim and opens afresh", async () => {
+  // The queue: made, then left (its record stale), as gc finds it.
+  const key = `0x${(0x4000_0000 | crypto.getRandomValues(new Uint32Array(1))[0] & 0x3fff_ffff).toString(16)}`;
+  const old = SysvMessageQueue.open(`sysv-mq:${key}`, { create: true, exclusive: true });
+  const oldId = old.info.id;
+  const address = `sysv-mq:id/${oldId}`;
+  old.close();
+  let newId = -1;
+  try {
+    const claim = Presence.claim(address);
+    assert.ok(claim, "the stale record could not be claimed");
+    await using child = new DenoChild(fixture("gc_race_child.ts"), [key]);
+    try {
+      await child.expect("opening");
+      // What gc does under the claim, while the child opens the queue (before or after it got it).
+      libc().msgctl(oldId, IPC.RMID, null);
+      claim.remove();
+    } finally {
+      claim.release();
+    }
+    const opened = await child.line();
+    assert.match(opened, /^opened \d+$/);
+    newId = Number(opened.split(" ")[1]);
+    assert.notEqual(newId, oldId, "the child went on with the queue gc removed");
+    assert.equal(await child.line(), "works");
+    const { status } = await child.finish();
+    assert.equal(status.code, 0);
+  } finally {
+    libc().msgctl(oldId, IPC.RMID, null);
+    if (newId >= 0) libc().msgctl(newId, IPC.RMID, null);
+    cleanup(address);
+    if (newId >= 0) cleanup(`sysv-mq:id/${newId}`);
   }
 });
 

@@ -66,7 +66,7 @@ import {
   HEADER_SIZE,
   MAX_STREAM_TYPE,
 } from "./_stream.ts";
-import { Presence } from "../sync/presence.ts";
+import { Presence, reopenRemoved } from "../sync/presence.ts";
 import { DEFAULT_SPIN_MICROS, StreamTransport } from "./_stream_transport.ts";
 
 /** How writers share a FIFO (see the module documentation). */
@@ -207,7 +207,19 @@ export class Fifo extends StreamTransport {
         closeFd(fd);
       }
     }
-    return new Fifo(path, identity, writers, maxMessageSize, options.spin ?? DEFAULT_SPIN_MICROS);
+    const fifo = new Fifo(path, identity, writers, maxMessageSize, options.spin ?? DEFAULT_SPIN_MICROS);
+    if (fifo.#presence?.contended && fifo.#replaced()) {
+      fifo.close();
+      return reopenRemoved(`fifo:${path}`, () => Fifo.open(path, options));
+    }
+    return fifo;
+  }
+
+  /** Whether the path no longer names this FIFO (removed, or replaced). */
+  #replaced(): boolean {
+    const now = lstatPath(this.#path);
+    return now === null ||
+      (now !== undefined && (now.ino !== this.#identity.ino || now.dev !== this.#identity.dev));
   }
 
   #openEnd(flags: number): number {
@@ -328,10 +340,7 @@ export class Fifo extends StreamTransport {
     this.#presence?.release();
     // The FIFO removed or replaced by someone else while we had it: drop
     // its presence record, which nobody can use any more.
-    const now = this.#presence ? lstatPath(this.#path) : undefined;
-    if (now === null || (now && (now.ino !== this.#identity.ino || now.dev !== this.#identity.dev))) {
-      Presence.forget(`fifo:${this.#path}`);
-    }
+    if (this.#presence && this.#replaced()) Presence.forget(`fifo:${this.#path}`);
     if (this.#reader) closeFd(this.#reader.fd);
     if (this.#writer) closeFd(this.#writer.fd);
   }

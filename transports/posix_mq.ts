@@ -127,7 +127,7 @@ import { readTextFile } from "../ffi/dir.ts";
 import { closeFd, fchmodFd, type FileStat, fstatFd, lstatPath, openPath } from "../ffi/fd.ts";
 import { E, errno, type Libc, libc, need, strerror } from "../ffi/libc.ts";
 import { waitFd } from "../ffi/poller.ts";
-import { Presence } from "../sync/presence.ts";
+import { Presence, reopenRemoved } from "../sync/presence.ts";
 import type {
   ReceivedFrame,
   ReceiveFilter,
@@ -452,6 +452,7 @@ export class PosixMessageQueue implements Transport {
     }
     const cName = cString(name, "queue name");
     const [fd, created] = openQueue(name, cName, mode, maxMessages, messageSize, options);
+    let queue: PosixMessageQueue;
     try {
       const identity = fstatFd(fd);
       if (created && (identity.permissions & 0o777) !== mode) {
@@ -471,12 +472,17 @@ export class PosixMessageQueue implements Transport {
           { errno: E.EEXIST, syscall: "mq_open" },
         );
       }
-      return new PosixMessageQueue(fd, name, cName, created, identity, attributes, userLimit, spin);
+      queue = new PosixMessageQueue(fd, name, cName, created, identity, attributes, userLimit, spin);
     } catch (error) {
       mq().mq_close(fd);
       if (created) mq().mq_unlink(cName); // made here for nothing: leave no queue behind
       throw error;
     }
+    if (queue.#presence?.contended && queue.#nameState() !== "ours") {
+      queue.close();
+      return reopenRemoved(queue.info.address, () => PosixMessageQueue.open(address, options));
+    }
+    return queue;
   }
 
   /**

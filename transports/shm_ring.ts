@@ -96,7 +96,7 @@ import {
 import { E, libc, strerror } from "../ffi/libc.ts";
 import { closeFd, type FileStat, fstatFd, lstatPath } from "../ffi/fd.ts";
 import { Mapping } from "../ffi/mmap.ts";
-import { Presence } from "../sync/presence.ts";
+import { Presence, reopenRemoved } from "../sync/presence.ts";
 import type {
   ReceivedFrame,
   ReceiveFilter,
@@ -546,8 +546,14 @@ export class ShmRing implements Transport {
       const objectMode = created ? permissions : opened.stat.permissions;
       ring = new ShmRing(name, fd, mapping, geometry, slot, token, created, objectMode, sendMax, options);
       ring.#adopt();
-      if (ring.#broadcast && options.subscribe === true) ring.#subscribeNow();
-      return ring;
+      if (ring.#presence?.contended && ring.#removedMeanwhile()) {
+        // Removed (by gc) while we opened it: none of it is ours to clean up (outside this try).
+        ring.close();
+        ring = undefined;
+      } else {
+        if (ring.#broadcast && options.subscribe === true) ring.#subscribeNow();
+        return ring;
+      }
     } catch (error) {
       if (ring !== undefined) ring.close(); // also releases its slot and presence
       else {
@@ -561,6 +567,7 @@ export class ShmRing implements Transport {
       }
       throw error;
     }
+    return reopenRemoved(`${SCHEME}:${name}`, () => ShmRing.open(address, options));
   }
 
   /**
@@ -1722,6 +1729,14 @@ export class ShmRing implements Transport {
     if (this.#presence && named === null) Presence.forget(`${SCHEME}:${this.#name}`);
     if (orphaned) this.#removeSemaphores();
     if (this.#pins === 0) this.#release();
+  }
+
+  /** Whether the ring was unlinked, or its name removed or given to another object. */
+  #removedMeanwhile(): boolean {
+    if ((this.#h[iFLAGS] & L.REMOVED) !== 0) return true;
+    const named = this.#lookUpName();
+    return named === null ||
+      (named !== undefined && (named.dev !== this.#identity.dev || named.ino !== this.#identity.ino));
   }
 
   /**

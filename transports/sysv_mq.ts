@@ -109,7 +109,7 @@ import type {
   TransportInfo,
   TransportOptions,
 } from "../transport.ts";
-import { Presence } from "../sync/presence.ts";
+import { Presence, reopenRemoved } from "../sync/presence.ts";
 import { Spinner } from "./_stream.ts";
 import { DEFAULT_SPIN_MICROS } from "./_stream_transport.ts";
 
@@ -401,7 +401,17 @@ export class SysvMessageQueue implements Transport {
     const canonical = target.kind === "private" ? `${SCHEME}:id/${id}` : given;
     const limits = readLimits(id, canonical, target.kind === "id");
     if (target.kind === "id") key = limits.perm.key >>> 0;
-    return new SysvMessageQueue(id, canonical, key >>> 0, created, limits, userLimit, spin);
+    const queue = new SysvMessageQueue(id, canonical, key >>> 0, created, limits, userLimit, spin);
+    if (queue.#presence?.contended && queue.#gone()) {
+      queue.close();
+      return reopenRemoved(canonical, () => SysvMessageQueue.open(address, options));
+    }
+    return queue;
+  }
+
+  /** Whether the queue was removed (msgctl IPC_STAT fails). */
+  #gone(): boolean {
+    return libc().msgctl(this.#id, IPC.STAT, statBuffer) < 0;
   }
 
   /**
@@ -783,7 +793,7 @@ export class SysvMessageQueue implements Transport {
     this.#presence?.release();
     // The queue removed by someone else (ipcrm, a C peer) while we had it:
     // drop its presence record, which nobody can use any more.
-    if (this.#presence && libc().msgctl(this.#id, IPC.STAT, statBuffer) < 0) {
+    if (this.#presence && this.#gone()) {
       Presence.forget(`${SCHEME}:id/${this.#id}`);
     }
     this.#closer.abort(new ChannelClosedError(`${this.#name} is closed`));
