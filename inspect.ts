@@ -15,7 +15,7 @@
  * @module
  */
 
-import { readDirectoryEntries, readTextFile } from "./ffi/dir.ts";
+import { KERNEL_FILESYSTEMS, readDirectoryEntries, readTextFile } from "./ffi/dir.ts";
 
 /** One entry of {@linkcode listIpcDirectory}. */
 export interface IpcDirectoryEntry {
@@ -41,14 +41,21 @@ export type IpcDirectory = "/dev/shm" | "/dev/mqueue";
  *
  * @param path An absolute path starting with `/proc/` or `/sys/`.
  * @returns Its text, or null when it does not exist.
- * @throws {TypeError} For a path elsewhere or containing `..`.
+ * @throws {TypeError} For a path elsewhere, containing `..`, or leading off procfs and sysfs
+ *   (`/proc/self/root/…`, `/proc/<pid>/cwd/…`: the file opened is checked, not only the path).
  * @throws {IpcError} When it cannot be read (EACCES…).
  */
 export function readProcFile(path: string): string | null {
   if (!/^\/(proc|sys)\//.test(path) || path.split("/").includes("..")) {
     throw new TypeError(`readProcFile reads only /proc and /sys files, got "${path}"`);
   }
-  return readTextFile(path);
+  try {
+    // A path under /proc may still lead elsewhere (/proc/self/root/..., /proc/<pid>/cwd/...).
+    return readTextFile(path, 1 << 20, KERNEL_FILESYSTEMS);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    throw new TypeError(`readProcFile reads only /proc and /sys files, got "${path}" (${error.message})`);
+  }
 }
 
 /**

@@ -59,6 +59,8 @@ export const SYMBOLS = {
   unlink: { parameters: ["buffer"], result: "i32" },
   // int fstat(int fd, struct stat *statbuf);
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
+  // int fstatfs(int fd, struct statfs *buf);
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
   // int lstat(const char *pathname, struct stat *statbuf);
   lstat: { parameters: ["buffer", "buffer"], result: "i32" },
   // int fchmod(int fd, mode_t mode);

@@ -67,14 +67,23 @@ export function readDirectoryEntries(path: string): DirectoryEntry[] | null {
   return entries;
 }
 
+/** `f_type` of procfs and sysfs (`<linux/magic.h>`): the kernel's own files. */
+export const KERNEL_FILESYSTEMS: readonly number[] = [0x9fa0, 0x6265_6572];
+
+/** struct statfs: 120 bytes on 64-bit Linux, `f_type` (a long) first. */
+const STATFS_SIZE = 120;
+
 /**
  * A whole small file as text (for `/proc` files, whose size reads as 0).
  *
  * @param path The file.
  * @param limit The most bytes to read (default 1 MiB).
+ * @param filesystems When given, the file must be on one of these (`statfs` `f_type`), wherever
+ *   its path led (`/proc/self/root/...` leads elsewhere).
  * @returns The text, or null when the file does not exist.
+ * @throws {TypeError} When the file is on another filesystem.
  */
-export function readTextFile(path: string, limit = 1 << 20): string | null {
+export function readTextFile(path: string, limit = 1 << 20, filesystems?: readonly number[]): string | null {
   let fd: number;
   try {
     fd = openPath(path, O.RDONLY | O.CLOEXEC);
@@ -83,6 +92,14 @@ export function readTextFile(path: string, limit = 1 << 20): string | null {
     throw error;
   }
   try {
+    if (filesystems !== undefined) {
+      const buffer = new BigInt64Array(STATFS_SIZE / 8);
+      if (libc().fstatfs(fd, new Uint8Array(buffer.buffer)) < 0) throw lastError("fstatfs", path);
+      const type = Number(BigInt.asUintN(32, buffer[0]));
+      if (!filesystems.includes(type)) {
+        throw new TypeError(`${path} is not on the expected filesystem (f_type 0x${type.toString(16)})`);
+      }
+    }
     const chunks: Uint8Array[] = [];
     let total = 0;
     const { read } = libc();
