@@ -165,8 +165,6 @@ export const SYMBOLS = {
   },
   // int mq_getattr(mqd_t mqdes, struct mq_attr *attr);
   mq_getattr: { parameters: ["i32", "buffer"], result: "i32", optional: true },
-  // int mq_setattr(mqd_t mqdes, const struct mq_attr *newattr, struct mq_attr *oldattr);
-  mq_setattr: { parameters: ["i32", "buffer", "buffer"], result: "i32", optional: true },
 
   // POSIX semaphores (named, and unnamed in shared memory).
   // sem_t *sem_open(const char *name, int oflag, mode_t mode, unsigned int value);
@@ -177,8 +175,6 @@ export const SYMBOLS = {
   sem_unlink: { parameters: ["buffer"], result: "i32", optional: true },
   // int sem_init(sem_t *sem, int pshared, unsigned int value);
   sem_init: { parameters: ["pointer", "i32", "u32"], result: "i32", optional: true },
-  // int sem_destroy(sem_t *sem);
-  sem_destroy: { parameters: ["pointer"], result: "i32", optional: true },
   // int sem_post(sem_t *sem);
   sem_post: { parameters: ["pointer"], result: "i32", optional: true },
   // int sem_wait(sem_t *sem);
