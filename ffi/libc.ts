@@ -102,6 +102,14 @@ export function errno(): number {
 }
 
 /**
+ * How many times in a row a call must fail with an errno it should not
+ * give before ipcbus believes it (see {@linkcode errno}: it can be stale).
+ * A call that keeps failing the same way fails for real; one overwritten
+ * errno does not turn a transient `EAGAIN` into an error.
+ */
+export const BELIEVE_ERRNO_AFTER = 3;
+
+/**
  * The C library's description of an errno value.
  *
  * @param code The errno value.

@@ -59,7 +59,7 @@ import { delay } from "../ffi/_delay.ts";
 import { F, O } from "../ffi/constants.ts";
 import { closeFd, type FileStat, fstatFd, openPath } from "../ffi/fd.ts";
 import { canProbeLock, probeLock } from "../ffi/file_waiter.ts";
-import { E, errno, libc, strerror } from "../ffi/libc.ts";
+import { BELIEVE_ERRNO_AFTER, E, errno, libc, strerror } from "../ffi/libc.ts";
 import { fillFlock, FLOCK } from "../ffi/structs.ts";
 import { openRegularFile, unlinkSameFile } from "../memory/_regular_file.ts";
 
@@ -518,8 +518,8 @@ export class FileLock implements Disposable {
       const code = errno();
       if (code === E.EINTR) continue;
       if (code === E.EAGAIN || code === E.EACCES) return false;
-      // errno may be stale after V8 work on this thread (see ffi/libc.ts): confirm odd errors once.
-      if (++odd < 2) continue;
+      // errno may be stale after V8 work on this thread (see ffi/libc.ts): confirm odd errors.
+      if (++odd < BELIEVE_ERRNO_AFTER) continue;
       throw this.#error(code, this.kind === "ofd" ? "F_OFD_SETLK" : "F_SETLK");
     }
   }

@@ -64,7 +64,7 @@
 
 import { HelperErrno } from "../ffi/_helper_thread.ts";
 import { ChannelClosedError, errnoError, IpcError, NotFoundError, PermissionDeniedError } from "../errors.ts";
-import { E, errno, type Libc, libc, strerror } from "../ffi/libc.ts";
+import { BELIEVE_ERRNO_AFTER, E, errno, type Libc, libc, strerror } from "../ffi/libc.ts";
 import {
   checkSysvCreate,
   checkSysvMode,
@@ -842,11 +842,14 @@ export class SysvSemaphoreSet {
   #tryApply(sops: Uint8Array): boolean {
     const semop = this.#semop;
     const n = COUNTS[sops.length / SEMBUF.size];
-    for (;;) {
+    for (let odd = 0;;) {
       if (semop(this.id, sops, n) === 0) return true;
       const code = errno();
       if (code === E.EAGAIN) return false;
-      if (code !== E.EINTR) throw this.#failure("semop", "", code);
+      if (code === E.EINTR) continue;
+      // errno can be stale (see ffi/libc.ts): retry an unexpected error before believing it.
+      if (++odd < BELIEVE_ERRNO_AFTER) continue;
+      throw this.#failure("semop", "", code);
     }
   }
 

@@ -85,7 +85,7 @@ import { abortable, delay } from "../ffi/_delay.ts";
 import { F } from "../ffi/constants.ts";
 import { closeFd, type FileStat, fstatFd, lstatPath, unlinkPath } from "../ffi/fd.ts";
 import { futexWait, futexWake, type SyncRange, syncRanges } from "../ffi/file_waiter.ts";
-import { E, errno, libc, strerror } from "../ffi/libc.ts";
+import { BELIEVE_ERRNO_AFTER, E, errno, libc, strerror } from "../ffi/libc.ts";
 import { fillFlock, FLOCK } from "../ffi/structs.ts";
 import { pageSize } from "../ffi/sysv.ts";
 import { openRegularFile } from "../memory/_regular_file.ts";
@@ -563,7 +563,7 @@ export class MappedFileLog implements Transport, Disposable {
         else if (now >= deadline) return false;
         continue;
       }
-      if (++odd < 3) continue; // errno can be stale (see ffi/libc.ts): believe it only twice
+      if (++odd < BELIEVE_ERRNO_AFTER) continue; // errno can be stale (see ffi/libc.ts)
       throw errnoError(code, "fcntl", `(F_OFD_SETLK) append lock of ${this.#path}`, strerror(code));
     }
   }

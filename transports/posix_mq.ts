@@ -125,7 +125,7 @@ import { MQ_PRIO_MAX, O, POLL, RLIMIT } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
 import { readTextFile } from "../ffi/dir.ts";
 import { closeFd, fchmodFd, type FileStat, fstatFd, lstatPath, openPath } from "../ffi/fd.ts";
-import { E, errno, type Libc, libc, need, strerror } from "../ffi/libc.ts";
+import { BELIEVE_ERRNO_AFTER, E, errno, type Libc, libc, need, strerror } from "../ffi/libc.ts";
 import { waitFd } from "../ffi/poller.ts";
 import { Presence, reopenRemoved } from "../sync/presence.ts";
 import type {
@@ -620,7 +620,7 @@ export class PosixMessageQueue implements Transport {
       if (code === E.EINTR) continue;
       // errno is read after the call returned, and rarely something in
       // between overwrites it: retry an unexpected error before believing it.
-      if (++odd < 3) continue;
+      if (++odd < BELIEVE_ERRNO_AFTER) continue;
       throw this.#error(code, "mq_receive");
     }
   }
@@ -805,7 +805,7 @@ export class PosixMessageQueue implements Transport {
         return false;
       }
       if (code === E.EINTR) continue;
-      if (++odd < 3) continue; // see #take
+      if (++odd < BELIEVE_ERRNO_AFTER) continue; // see #take
       if (code === E.EMSGSIZE) {
         throw new MessageTooLargeError(length, this.info.messageSize, this.info.maxMessageSizeReason);
       }

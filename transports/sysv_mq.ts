@@ -90,7 +90,7 @@ import {
   PermissionDeniedError,
 } from "../errors.ts";
 import { delay, napSync } from "../ffi/_delay.ts";
-import { E, errno, lastError, type Libc, libc, strerror } from "../ffi/libc.ts";
+import { BELIEVE_ERRNO_AFTER, E, errno, lastError, type Libc, libc, strerror } from "../ffi/libc.ts";
 import {
   decodeIpcPerm,
   DEFAULT_FTOK_PROJECT,
@@ -507,7 +507,7 @@ export class SysvMessageQueue implements Transport {
       // errno is read after the call returned, and rarely (while V8 installs
       // optimized code, say) something in between overwrites it: retry an
       // unexpected error before believing it.
-      if (++odd < 3) continue;
+      if (++odd < BELIEVE_ERRNO_AFTER) continue;
       throw this.#error(code, "msgrcv");
     }
   }
@@ -605,7 +605,7 @@ export class SysvMessageQueue implements Transport {
       } catch (error) {
         if (error instanceof HelperErrno) {
           // Believe an error only when the queue's state confirms it (errno may be stale, see #take).
-          if (++odd < 3 && this.#exists()) continue;
+          if (++odd < BELIEVE_ERRNO_AFTER && this.#exists()) continue;
           throw this.#error(error.errno, "msgrcv");
         }
         if (signal.aborted) throw signal.reason;
@@ -661,7 +661,7 @@ export class SysvMessageQueue implements Transport {
       const code = errno();
       if (code === E.EAGAIN) return false;
       if (code === E.EINTR) continue;
-      if (++odd < 3) continue; // see #take
+      if (++odd < BELIEVE_ERRNO_AFTER) continue; // see #take
       if (code === E.EINVAL) throw this.#invalidSend(Number(length));
       throw this.#error(code, "msgsnd");
     }
