@@ -1172,101 +1172,101 @@ export class ShmRing implements Transport {
     let c = this.#cursor;
     const start = c;
     let frame: ReceivedFrame | null = null;
-    for (let round = 0; taken < max; round++) {
-      let avail = (this.#writeCache - c) >>> 0;
-      if (avail === 0 || avail > this.#cap) {
-        this.#writeCache = Atomics.load(h, iW_WRITE);
-        avail = (this.#writeCache - c) >>> 0;
-      }
-      if (avail === 0) break;
-      if (avail > this.#cap || (avail & 15) !== 0) {
-        if (!this.#drop) {
-          throw this.#corrupt(
-            `the write position ${this.#writeCache >>> 0} is not within a ring ahead of ` +
-              `this subscriber's position ${c >>> 0}`,
-          );
+    // A sink may close this handle: the mapping stays until the batch is done. The cursor is
+    // published once, at the end (as a queue's read position is), not after every message.
+    this.#pins++;
+    this.#inSink = sink !== null;
+    try {
+      for (let round = 0; taken < max; round++) {
+        let avail = (this.#writeCache - c) >>> 0;
+        if (avail === 0 || avail > this.#cap) {
+          this.#writeCache = Atomics.load(h, iW_WRITE);
+          avail = (this.#writeCache - c) >>> 0;
         }
-        if (!this.#skipFrom(c, round)) break;
-        c = this.#cursor;
-        continue;
-      }
-      const at = this.#base + (c & this.#mask);
-      const i = at >> 2;
-      let size: number;
-      let type: number;
-      let length: number;
-      let seqOk = true;
-      try {
-        size = this.#frameAt(at, avail);
-        type = this.#frameType >>> 0;
-        length = this.#frameLength;
-        if (this.#drop && type !== L.PAD_TYPE) {
-          seqOk = h[i + 2] === this.#expectLo && h[i + 3] === this.#expectHi;
-        }
-      } catch (error) {
-        if (!this.#drop || !this.#overrun(c)) throw error;
-        if (!this.#skipFrom(c, round)) break;
-        c = this.#cursor;
-        continue;
-      }
-      if (!seqOk) {
-        if (!this.#skipFrom(c, round)) break;
-        c = this.#cursor;
-        continue;
-      }
-      if (type === L.PAD_TYPE) {
-        c = (c + size) | 0;
-        if (this.#drop && this.#overrun(c - size)) {
-          if (!this.#skipFrom(c - size, round)) break;
+        if (avail === 0) break;
+        if (avail > this.#cap || (avail & 15) !== 0) {
+          if (!this.#drop) {
+            throw this.#corrupt(
+              `the write position ${this.#writeCache >>> 0} is not within a ring ahead of ` +
+                `this subscriber's position ${c >>> 0}`,
+            );
+          }
+          if (!this.#skipFrom(c, round)) break;
           c = this.#cursor;
+          continue;
         }
-        continue;
-      }
-      // Drop mode copies even for a sink: producers may overwrite the ring under a view. Small
-      // payloads are copied too, as in a queue (no view allocated per message).
-      const data = sink === null || this.#drop || length <= WORD_COPY_LIMIT
-        ? this.#copyOut(at + L.FRAME_HEADER, length)
-        : this.#u8.subarray(at + L.FRAME_HEADER, at + L.FRAME_HEADER + length);
-      if (this.#drop && this.#overrun(c)) {
-        // Overwritten while copying: skip ahead instead.
-        if (!this.#skipFrom(c, round)) break;
-        c = this.#cursor;
-        continue;
-      }
-      const seqLo = h[i + 2];
-      const seqHi = h[i + 3];
-      c = (c + size) | 0;
-      this.#cursor = c;
-      this.#expectLo = (seqLo + 1) | 0;
-      this.#expectHi = this.#expectLo === 0 ? (seqHi + 1) | 0 : seqHi;
-      taken++;
-      if (sink === null) {
-        frame = { data, type, priority: 0 };
-        break;
-      }
-      this.#pins++;
-      this.#inSink = true;
-      try {
+        const at = this.#base + (c & this.#mask);
+        const i = at >> 2;
+        let size: number;
+        let type: number;
+        let length: number;
+        let seqOk = true;
+        try {
+          size = this.#frameAt(at, avail);
+          type = this.#frameType >>> 0;
+          length = this.#frameLength;
+          if (this.#drop && type !== L.PAD_TYPE) {
+            seqOk = h[i + 2] === this.#expectLo && h[i + 3] === this.#expectHi;
+          }
+        } catch (error) {
+          if (!this.#drop || !this.#overrun(c)) throw error;
+          if (!this.#skipFrom(c, round)) break;
+          c = this.#cursor;
+          continue;
+        }
+        if (!seqOk) {
+          if (!this.#skipFrom(c, round)) break;
+          c = this.#cursor;
+          continue;
+        }
+        if (type === L.PAD_TYPE) {
+          c = (c + size) | 0;
+          if (this.#drop && this.#overrun(c - size)) {
+            if (!this.#skipFrom(c - size, round)) break;
+            c = this.#cursor;
+          }
+          continue;
+        }
+        // Drop mode copies even for a sink: producers may overwrite the ring under a view. Small
+        // payloads are copied too, as in a queue (no view allocated per message).
+        const data = sink === null || this.#drop || length <= WORD_COPY_LIMIT
+          ? this.#copyOut(at + L.FRAME_HEADER, length)
+          : this.#u8.subarray(at + L.FRAME_HEADER, at + L.FRAME_HEADER + length);
+        if (this.#drop && this.#overrun(c)) {
+          // Overwritten while copying: skip ahead instead.
+          if (!this.#skipFrom(c, round)) break;
+          c = this.#cursor;
+          continue;
+        }
+        const seqLo = h[i + 2];
+        const seqHi = h[i + 3];
+        c = (c + size) | 0;
+        this.#cursor = c;
+        this.#expectLo = (seqLo + 1) | 0;
+        this.#expectHi = this.#expectLo === 0 ? (seqHi + 1) | 0 : seqHi;
+        taken++;
+        if (sink === null) {
+          frame = { data, type, priority: 0 };
+          break;
+        }
         const lent = this.#lent;
         lent.data = data;
         lent.type = type;
-        sink(lent);
-      } finally {
-        this.#inSink = false;
-        this.#pins--;
-        if (!this.#released) {
-          Atomics.store(h, this.#cursorI, c);
-        }
-        if (this.#closed && this.#pins === 0) this.#release();
+        sink(lent); // if it throws, this frame counts as taken (the cursor is past it)
+        if (this.#closed) break;
       }
-      if (this.#closed) return taken;
+    } finally {
+      this.#inSink = false;
+      this.#pins--;
+      if (this.#cursor !== start || c !== start) {
+        this.#cursor = c;
+        Atomics.store(h, this.#cursorI, c);
+      }
+      if (this.#closed && this.#pins === 0) this.#release();
     }
-    if (this.#cursor !== start || c !== start) {
-      this.#cursor = c;
-      Atomics.store(h, this.#cursorI, c);
-      if (!this.#drop && Atomics.load(h, iW_SPACE_WAITERS) !== 0) {
-        this.#wake(iSPACE_MASK, iW_SPACE_WAITERS, true);
-      }
+    if (this.#released) return taken;
+    if (c !== start && !this.#drop && Atomics.load(h, iW_SPACE_WAITERS) !== 0) {
+      this.#wake(iSPACE_MASK, iW_SPACE_WAITERS, true);
     }
     if (frame !== null) return frame;
     return taken === 0 ? this.#empty() : taken;
