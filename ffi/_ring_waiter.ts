@@ -20,7 +20,9 @@
  * test machine `clearTimeout` and `removeEventListener` cost 5–7 µs each in a
  * process that was idle, a quarter of a parked hop. The longest wait comes
  * from one interval per handle that ends the pending waits every tick (and
- * stops itself once idle), and abort listeners are added once per signal.
+ * stops itself once idle); an abort listener stays on its signal until the
+ * next tick (so a signal used for every wait costs one listener per tick, not
+ * one per wait), and `stop()` removes them all.
  *
  * @module
  */
@@ -93,8 +95,11 @@ export class SemaphoreWaiter {
   /** Whether an `Atomics.waitAsync` on the count is pending (one at a time, whatever ends the waits). */
   #armed = false;
   readonly #waits = new Set<Pending>();
-  /** Signals with an abort listener of ours (added once per signal, not per wait). */
-  readonly #watched = new WeakSet<AbortSignal>();
+  /**
+   * Signals with an abort listener of ours. A wait that ends leaves its listener: the next tick
+   * removes those no wait uses (a listener keeps an `AbortSignal.timeout` alive), `stop()` all.
+   */
+  readonly #listeners = new Map<AbortSignal, () => void>();
   #ticker: number | undefined;
   #idleTicks = 0;
   #stopped = false;
@@ -168,9 +173,15 @@ export class SemaphoreWaiter {
         this.#endAll("woken");
       });
     }
-    if (!this.#watched.has(signal)) {
-      this.#watched.add(signal);
-      signal.addEventListener("abort", () => this.#abort(signal), { once: true });
+    if (!this.#listeners.has(signal)) {
+      const listener = () => {
+        // Removed by hand: Deno keeps an AbortSignal.timeout behind `signal` alive after a `once`
+        // listener fired because another source aborted it (measured with Deno 2.9.6).
+        signal.removeEventListener("abort", listener);
+        this.#abort(signal);
+      };
+      this.#listeners.set(signal, listener);
+      signal.addEventListener("abort", listener);
     }
     if (this.#ticker === undefined && !this.#stopped) {
       // Deno's own timers give numbers (the node typings that worker_threads brings say otherwise).
@@ -194,6 +205,7 @@ export class SemaphoreWaiter {
   }
 
   #abort(signal: AbortSignal): void {
+    this.#listeners.delete(signal);
     for (const pending of this.#waits) {
       if (pending.signal !== signal) continue;
       this.#waits.delete(pending);
@@ -202,7 +214,10 @@ export class SemaphoreWaiter {
     if (this.#waits.size === 0) this.#worker.unref();
   }
 
-  /** Ends the pending waits with "timeout" (their owners look again); stops after two idle ticks. */
+  /**
+   * Ends the pending waits with "timeout" (their owners look again) and drops the abort listeners no
+   * wait uses any more; stops after two idle ticks.
+   */
   readonly #tick = (): void => {
     if (this.#waits.size > 0) {
       this.#idleTicks = 0;
@@ -211,7 +226,21 @@ export class SemaphoreWaiter {
       clearInterval(this.#ticker);
       this.#ticker = undefined;
     }
+    this.#dropListeners(false);
   };
+
+  /** Removes our abort listeners: all, or those of signals no pending wait uses. */
+  #dropListeners(all: boolean): void {
+    for (const [signal, listener] of this.#listeners) {
+      if (!all) {
+        let used = false;
+        for (const pending of this.#waits) used ||= pending.signal === signal;
+        if (used) continue;
+      }
+      signal.removeEventListener("abort", listener);
+      this.#listeners.delete(signal);
+    }
+  }
 
   /** Ends the helper (it leaves the semaphore at once); pending waits end as woken. Idempotent. */
   stop(): void {
@@ -222,6 +251,7 @@ export class SemaphoreWaiter {
     clearInterval(this.#ticker);
     this.#ticker = undefined;
     this.#endAll("woken");
+    this.#dropListeners(true);
     this.#worker.unref();
   }
 }

@@ -14,7 +14,7 @@ import {
 } from "../ffi/_doorbell.ts";
 import { readProcFile } from "../inspect.ts";
 import { ShmRing } from "../transports/shm_ring.ts";
-import { DenoChild, fixture, RUN, until } from "./_helpers.ts";
+import { bounded, DenoChild, fixture, RUN, until } from "./_helpers.ts";
 import { makeMessage } from "./fixtures/shm_ring_message.ts";
 
 const ANY = { type: 0, except: false } as const;
@@ -91,3 +91,26 @@ Deno.test("parked ring handles register a doorbell unless told not to, and wake 
     await a.unlink();
   }
 });
+
+for (const how of ["close", "open"]) {
+  Deno.test(`a process that parked a receive with a long timeout signal exits at once (ring left ${how === "close" ? "closed" : "open"})`, async () => {
+    const name = `/ipcbus-test-${RUN}-${crypto.randomUUID().slice(0, 8)}`;
+    using a = ShmRing.open(name, { create: true });
+    try {
+      await using child = new DenoChild(fixture("shm_exit_child.ts"), [name, how]);
+      await child.expect("receiving");
+      // Its first park gives it a doorbell: then it is parked, with the signal's listener in place.
+      await until(
+        () => a.stat().users.some((user) => user.pid === child.process.pid && user.doorbell),
+        "the child parked",
+      );
+      a.trySend(new Uint8Array([5]), 1, 0);
+      assert.equal(await child.line(), "got 5");
+      // A listener left on the signal would keep its 10-minute timer, and the process, alive.
+      const { status } = await bounded(child.finish(), "the child's exit");
+      assert.equal(status.code, 0);
+    } finally {
+      await a.unlink();
+    }
+  });
+}
