@@ -8,80 +8,33 @@
  * @module
  */
 
-import { errnoError, type IpcError, PermissionDeniedError } from "../errors.ts";
+import { errnoError } from "../errors.ts";
+import { type OpenedSharedMemory, openSharedMemoryObject, sizeSharedMemory } from "./_posix_object.ts";
 import { cString } from "./cstring.ts";
-import { F, O } from "./constants.ts";
-import { closeFd, fchmodFd, fstatFd } from "./fd.ts";
-import { E, errno, lastError, libc, need, strerror } from "./libc.ts";
-import { type FileStat, fillFlock, FLOCK } from "./structs.ts";
+import { F } from "./constants.ts";
+import { E, errno, libc, need, strerror } from "./libc.ts";
+import { fillFlock, FLOCK } from "./structs.ts";
 import { IPC, SEM, SEMBUF, SEMID_DS } from "./sysv.ts";
-
-/** What {@linkcode openObject} did. */
-export interface OpenedObject {
-  /** The descriptor (close-on-exec). */
-  fd: number;
-  /** Whether this call created the object. */
-  created: boolean;
-  /** fstat of the object. */
-  stat: FileStat;
-}
 
 /**
  * shm_open(3) of `name`: creates it exclusively when `create` (falling back
- * to opening it unless `exclusive`), never through a symbolic link, and
- * checks that it is a regular file. A created object gets `mode` exactly.
+ * to opening it unless `exclusive`), never through a symbolic link, never
+ * waiting (a FIFO planted under the name is refused at once), and checks
+ * that it is a regular file. A created object gets `mode` exactly. The one
+ * implementation is `openSharedMemoryObject` (ffi/_posix_object.ts), also
+ * behind `PosixSharedMemory`: the ring's errors are explained the same way.
  *
  * @param name The object's name (`"/orders"`), already checked.
  * @param options `create`, `exclusive`, `mode`, `readOnly`.
- * @returns The descriptor, whether it was created, and its fstat.
- * @throws {IpcError} From shm_open, mapped by errno (the caller explains them).
+ * @returns The descriptor, whether it was created, its fstat, and the C name.
+ * @throws {IpcError} From shm_open, mapped by errno and explained (the caller refines `ENOENT`).
+ * @throws {PermissionDeniedError} When the name refers to something that is not a regular file.
  */
 export function openObject(
   name: string,
   options: { create: boolean; exclusive: boolean; mode: number; readOnly?: boolean },
-): OpenedObject {
-  const shmOpen = need("shm_open");
-  const cname = cString(name, "shared memory name");
-  // O_NONBLOCK: a FIFO planted under the name would otherwise block the open until a writer comes.
-  const access = (options.readOnly ? O.RDONLY : O.RDWR) | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK;
-  for (let attempt = 0;; attempt++) {
-    let created = false;
-    let fd = -1;
-    if (options.create) {
-      fd = shmOpen(cname, access | O.CREAT | O.EXCL, options.mode);
-      if (fd >= 0) created = true;
-      else {
-        const code = errno();
-        if (code === E.EINTR) continue;
-        if (code !== E.EEXIST || options.exclusive) throw lastError("shm_open", name);
-      }
-    }
-    if (fd < 0) {
-      fd = shmOpen(cname, access, 0);
-      if (fd < 0) {
-        const code = errno();
-        if (code === E.EINTR) continue;
-        // Removed between the two calls: create it on the next round.
-        if (options.create && code === E.ENOENT && attempt < 8) continue;
-        throw lastError("shm_open", name);
-      }
-    }
-    try {
-      const stat = fstatFd(fd);
-      if (stat.type !== "file") {
-        throw new PermissionDeniedError(
-          `shm_open ${name}: it is a ${stat.type}, not a shared memory object; refusing to use it`,
-          { syscall: "fstat" },
-        );
-      }
-      if (created && stat.permissions !== options.mode) fchmodFd(fd, options.mode);
-      return { fd, created, stat };
-    } catch (error) {
-      closeFd(fd);
-      if (created) need("shm_unlink")(cname);
-      throw error;
-    }
-  }
+): OpenedSharedMemory {
+  return openSharedMemoryObject(name, options);
 }
 
 /**
@@ -104,24 +57,10 @@ export function unlinkObject(name: string): number {
  * @param reserve Allocate the pages now (posix_fallocate).
  * @param label What to name in errors.
  * @throws {IpcError} When ftruncate or posix_fallocate fails (ENOSPC explained).
+ * @throws {RangeError} When the size is larger than the system allows (`EFBIG`).
  */
 export function sizeObject(fd: number, size: number, reserve: boolean, label: string): void {
-  const { ftruncate, posix_fallocate } = libc();
-  for (;;) {
-    if (ftruncate(fd, BigInt(size)) === 0) break;
-    const code = errno();
-    if (code !== E.EINTR) throw errnoError(code, "ftruncate", `${label} to ${size} bytes`, strerror(code));
-  }
-  if (!reserve) return;
-  let code: number;
-  do code = posix_fallocate(fd, 0n, BigInt(size)); while (code === E.EINTR);
-  if (code === 0) return;
-  const error: IpcError = errnoError(code, "posix_fallocate", `${label} (${size} bytes)`, strerror(code));
-  if (code === E.ENOSPC) {
-    error.message += ": /dev/shm cannot hold the ring (see df /dev/shm; raise its size with " +
-      "mount -o remount,size=... /dev/shm, or choose a smaller capacity)";
-  }
-  throw error;
+  sizeSharedMemory(fd, size, label, { reserve, orElse: "choose a smaller capacity" });
 }
 
 // -- the ring's System V semaphore set ----------------------------------------------

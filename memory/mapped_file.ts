@@ -45,11 +45,12 @@
  */
 
 import { HelperErrno } from "../ffi/_helper_thread.ts";
-import { ChannelClosedError, errnoError, IpcError, PermissionDeniedError } from "../errors.ts";
+import { reserveFileSpace, setFileSize } from "../ffi/_file_space.ts";
+import { ChannelClosedError, errnoError, PermissionDeniedError } from "../errors.ts";
 import { delay } from "../ffi/_delay.ts";
 import { closeFd, type FileStat, fstatFd, unlinkPath } from "../ffi/fd.ts";
 import { futexWait, futexWake, syncRanges } from "../ffi/file_waiter.ts";
-import { E, lastError, libc, strerror } from "../ffi/libc.ts";
+import { strerror } from "../ffi/libc.ts";
 import { Mapping } from "../ffi/mmap.ts";
 import { pageSize } from "../ffi/sysv.ts";
 import { openRegularFile, syncParentDirectory, unlinkSameFile } from "./_regular_file.ts";
@@ -171,7 +172,7 @@ export class MappedFile implements Disposable {
    * @param options Creation, size, sharing and access options.
    * @returns The mapped file.
    * @throws {TypeError} For a relative path or a bad option.
-   * @throws {RangeError} For a bad `size` or `mode`.
+   * @throws {RangeError} For a bad `size` or `mode`, or a size its file system does not allow (`EFBIG`).
    * @throws {NotFoundError} When the file does not exist and `create` is not set.
    * @throws {AlreadyExistsError} With `create` and `exclusive` when it exists.
    * @throws {PermissionDeniedError} For a symlink, a non-regular file, another user's file, or no access.
@@ -225,7 +226,7 @@ export class MappedFile implements Disposable {
             `mapped file: ${path} has ${length} bytes; ${size} were asked for (read-only)`,
           );
         }
-        truncate(fd, size, path);
+        setFileSize(fd, size, `mapped file ${path}`);
         length = size;
       }
       if (options.allocate && !readOnly && length > 0) allocate(fd, 0, length, path);
@@ -422,7 +423,8 @@ export class MappedFile implements Disposable {
    * @param options `allocate`: reserve the disk blocks of the grown part (posix_fallocate).
    * @throws {ChannelClosedError} After `close()`.
    * @throws {TypeError} On a read-only file.
-   * @throws {IpcError} When ftruncate, posix_fallocate or mremap fails.
+   * @throws {RangeError} For a bad size, or one its file system does not allow (`EFBIG`).
+   * @throws {IpcError} When ftruncate, posix_fallocate or mremap fails (`ENOSPC` explained).
    *
    * @example Grow a file
    * ```ts
@@ -443,7 +445,7 @@ export class MappedFile implements Disposable {
     }
     const before = this.length;
     if (size < before) this.#map(size);
-    truncate(this.#fd, size, this.path);
+    setFileSize(this.#fd, size, `mapped file ${this.path}`);
     if (options.allocate && size > before) allocate(this.#fd, before, size - before, this.path);
     if (size > before) this.#map(size);
   }
@@ -649,18 +651,11 @@ export class MappedFile implements Disposable {
   }
 }
 
-function truncate(fd: number, size: number, path: string): void {
-  if (libc().ftruncate(fd, BigInt(size)) !== 0) throw lastError("ftruncate", path);
-}
-
+/** Reserves the blocks of `length` bytes at `start`, explaining a full file system. */
 function allocate(fd: number, start: number, length: number, path: string): void {
-  const code = libc().posix_fallocate(fd, BigInt(start), BigInt(length));
-  if (code === 0) return;
-  if (code === E.ENOSPC) {
-    throw new IpcError(
-      `posix_fallocate ${path} failed: ENOSPC (no room for ${length} bytes on its file system)`,
-      { errno: code, syscall: "posix_fallocate" },
-    );
-  }
-  throw errnoError(code, "posix_fallocate", path, strerror(code));
+  reserveFileSpace(fd, start, length, `mapped file ${path}`, {
+    where: "its file system",
+    advice: "see df on its directory; free space there, or leave out allocate: true to keep the file " +
+      "sparse, at the risk of SIGBUS when a write through the mapping finds the disk full",
+  });
 }

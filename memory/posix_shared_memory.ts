@@ -56,40 +56,27 @@
  * @module
  */
 
-import {
-  AlreadyExistsError,
-  ChannelClosedError,
-  errnoError,
-  IpcError,
-  NotFoundError,
-  PermissionDeniedError,
-} from "../errors.ts";
+import { ChannelClosedError } from "../errors.ts";
 import {
   backingPath,
   booleanOption,
+  checkOpenOptions,
   checkPosixName,
   checkStillNamed,
   type FileIdentity,
-  inspect,
-  modeOption,
-  openFailure as posixOpenFailure,
-  unlinkFailure as posixUnlinkFailure,
+  openSharedMemoryObject,
+  SHARED_MEMORY,
+  sizeSharedMemory,
+  unlinkFailure,
 } from "../ffi/_posix_object.ts";
-import { O } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
-import { closeFd, fchmodFd, type FileStat, fstatFd } from "../ffi/fd.ts";
-import { E, errno, libc, need, strerror } from "../ffi/libc.ts";
+import { closeFd, type FileStat, fstatFd } from "../ffi/fd.ts";
+import { errno, need } from "../ffi/libc.ts";
 import { Mapping } from "../ffi/mmap.ts";
 import { napSync } from "../ffi/_delay.ts";
 
 /** The longest name, in bytes after the slash (a file name in /dev/shm has at most 255 bytes). */
 export const MAX_SHARED_MEMORY_NAME = 255;
-
-const NAME_RULE = {
-  what: "shared memory",
-  max: MAX_SHARED_MEMORY_NAME,
-  reason: "glibc stores /name as /dev/shm/name and a file name has at most 255 bytes",
-} as const;
 
 /** Options of {@linkcode PosixSharedMemory.open}. */
 export interface PosixSharedMemoryOptions {
@@ -223,15 +210,14 @@ export class PosixSharedMemory {
    * ```
    */
   static open(name: string, options: PosixSharedMemoryOptions = {}): PosixSharedMemory {
-    checkPosixName(name, NAME_RULE);
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError("PosixSharedMemory.open: options must be an object");
-    }
-    const create = booleanOption(options.create, "create", "shared memory", false);
-    const exclusive = booleanOption(options.exclusive, "exclusive", "shared memory", false);
+    const { create, exclusive, mode } = checkOpenOptions(
+      SHARED_MEMORY,
+      name,
+      options,
+      "PosixSharedMemory.open",
+    );
     const readOnly = booleanOption(options.readOnly, "readOnly", "shared memory", false);
     const reserve = booleanOption(options.reserve, "reserve", "shared memory", true);
-    if (exclusive && !create) throw new TypeError(`shared memory ${name}: exclusive needs create: true`);
     if (create && readOnly) {
       throw new TypeError(
         `shared memory ${name}: readOnly cannot create (the size is set through a writable open)`,
@@ -244,7 +230,6 @@ export class PosixSharedMemory {
     if (create && size === undefined) {
       throw new TypeError(`shared memory ${name}: size is needed to create it`);
     }
-    const mode = modeOption(options.mode, `shared memory ${name}`);
     const initTimeout = options.initTimeout ?? 500;
     if (typeof initTimeout !== "number" || !(initTimeout >= 0) || initTimeout > 60_000) {
       throw new RangeError(
@@ -252,46 +237,17 @@ export class PosixSharedMemory {
       );
     }
 
-    const shmOpen = need("shm_open");
-    const cname = cString(name, "shared memory name");
-    const path = backingPath(name, "");
-    // O_NONBLOCK: a FIFO planted under the name must not block a read-only open (it is refused after fstat).
-    const access = (readOnly ? O.RDONLY : O.RDWR) | O.NONBLOCK | O.NOFOLLOW | O.CLOEXEC;
-    let fd = -1;
-    let created = false;
-    for (let attempt = 0; fd < 0; attempt++) {
-      if (create) {
-        fd = shmOpen(cname, access | O.CREAT | O.EXCL, mode);
-        if (fd >= 0) {
-          created = true;
-          break;
-        }
-        const code = errno();
-        if (code === E.EINTR) continue;
-        if (code !== E.EEXIST || exclusive) throw openFailure(name, path, code);
-      }
-      fd = shmOpen(cname, access, 0);
-      if (fd >= 0) break;
-      const code = errno();
-      if (code === E.EINTR) continue;
-      // errno can be stale (see ffi/libc.ts): an ENOENT for a name whose file is there is retried.
-      if (code === E.ENOENT && attempt < 3 && inspect(path) !== null) continue;
-      // ENOENT after EEXIST: unlinked in between; try to create it again.
-      if (!create || code !== E.ENOENT || attempt >= 8) throw openFailure(name, path, code);
-    }
-
+    // Never through a link, never waiting on a planted FIFO, a regular file, exactly `mode` when created.
+    const opened = openSharedMemoryObject(name, { create, exclusive, mode, readOnly });
+    const { fd, created, cname } = opened;
     try {
-      let stat = fstatFd(fd);
-      if (stat.type !== "file") {
-        throw new PermissionDeniedError(
-          `shm_open ${name}: ${path} is a ${stat.type}, not a shared memory object; refusing to use it`,
-          { syscall: "fstat" },
-        );
-      }
+      let stat = opened.stat;
       let actual: number;
       if (created) {
-        if (stat.permissions !== mode) fchmodFd(fd, mode);
-        setSize(fd, name, size!, reserve);
+        sizeSharedMemory(fd, size!, `shared memory ${name}`, {
+          reserve,
+          orElse: "open with reserve: false to allocate pages only when touched, at the risk of SIGBUS",
+        });
         actual = size!;
       } else {
         stat = awaitSize(fd, stat, initTimeout);
@@ -342,9 +298,9 @@ export class PosixSharedMemory {
    * ```
    */
   static unlink(name: string): void {
-    checkPosixName(name, NAME_RULE);
+    checkPosixName(name, SHARED_MEMORY);
     const cname = cString(name, "shared memory name");
-    if (need("shm_unlink")(cname) !== 0) throw unlinkFailure(name, backingPath(name, ""), errno());
+    if (need("shm_unlink")(cname) !== 0) throw unlinkFailure(SHARED_MEMORY, errno(), name);
   }
 
   /**
@@ -431,7 +387,7 @@ export class PosixSharedMemory {
   unlink(): void {
     if (this.#unlinked) return;
     checkStillNamed("shm_unlink", this.name, this.#path, this.#identity, "another object");
-    if (need("shm_unlink")(this.#cname) !== 0) throw unlinkFailure(this.name, this.#path, errno());
+    if (need("shm_unlink")(this.#cname) !== 0) throw unlinkFailure(SHARED_MEMORY, errno(), this.name);
     this.#unlinked = true;
   }
 
@@ -476,43 +432,6 @@ export class PosixSharedMemory {
 
 // ---------------------------------------------------------------------------
 
-/** ftruncate a new object to `size`, then reserve its memory when asked. */
-function setSize(fd: number, name: string, size: number, reserve: boolean): void {
-  const { ftruncate, posix_fallocate } = libc();
-  for (;;) {
-    if (ftruncate(fd, BigInt(size)) === 0) break;
-    const code = errno();
-    if (code === E.EINTR) continue;
-    if (code === E.EFBIG || code === E.EINVAL) {
-      throw new RangeError(
-        `ftruncate of shared memory ${name} to ${size} bytes failed: the size is too large`,
-        {
-          cause: errnoError(code, "ftruncate", name, strerror(code)),
-        },
-      );
-    }
-    throw errnoError(code, "ftruncate", `shared memory ${name}`, strerror(code));
-  }
-  if (!reserve) return;
-  let code: number;
-  do code = posix_fallocate(fd, 0n, BigInt(size)); while (code === E.EINTR);
-  if (code === 0) return;
-  if (code === E.ENOSPC) {
-    throw new IpcError(
-      `posix_fallocate of shared memory ${name} failed: ENOSPC (${strerror(code)}): /dev/shm cannot hold ` +
-        `${size} more bytes (see df /dev/shm; raise its size with mount -o remount,size=... /dev/shm, ` +
-        `or open with reserve: false to allocate pages only when touched, at the risk of SIGBUS)`,
-      { errno: code, syscall: "posix_fallocate" },
-    );
-  }
-  if (code === E.EFBIG || code === E.EINVAL) {
-    throw new RangeError(`posix_fallocate of shared memory ${name} to ${size} bytes failed: too large`, {
-      cause: errnoError(code, "posix_fallocate", name, strerror(code)),
-    });
-  }
-  throw errnoError(code, "posix_fallocate", `shared memory ${name}`, strerror(code));
-}
-
 /** While the object has size 0, waits (1 ms at a time, up to `timeout` ms) for its creator to set it. */
 function awaitSize(fd: number, stat: FileStat, timeout: number): FileStat {
   if (stat.size !== 0 || timeout === 0) return stat;
@@ -522,50 +441,4 @@ function awaitSize(fd: number, stat: FileStat, timeout: number): FileStat {
     stat = fstatFd(fd);
   }
   return stat;
-}
-
-/** The error for a failed shm_open(3). */
-function openFailure(name: string, path: string, code: number): Error {
-  const reason = strerror(code);
-  switch (code) {
-    case E.ENOENT:
-      return new NotFoundError(
-        `shm_open ${name} failed: no shared memory object has this name (${path}); open with create: true ` +
-          `(and a size) to make one`,
-        { errno: code, syscall: "shm_open" },
-      );
-    case E.EEXIST:
-      return new AlreadyExistsError(
-        `shm_open ${name} failed: EEXIST (a shared memory object with this name exists and exclusive was ` +
-          `asked for)`,
-        { errno: code, syscall: "shm_open" },
-      );
-    case E.ELOOP:
-      return new PermissionDeniedError(
-        `shm_open ${name} failed: ${path} is a symbolic link; shared memory is never opened through links`,
-        { errno: code, syscall: "shm_open" },
-      );
-    case E.EMFILE:
-    case E.ENFILE:
-      return new IpcError(
-        `shm_open ${name} failed: ${
-          code === E.EMFILE ? "EMFILE" : "ENFILE"
-        } (${reason}): every open object ` +
-          `holds a descriptor; raise the limit (ulimit -n, RLIMIT_NOFILE) or close some`,
-        { errno: code, syscall: "shm_open" },
-      );
-  }
-  return posixOpenFailure("shm_open", code, `shared memory ${name}`, name, path, "a shared memory object");
-}
-
-/** The error for a failed shm_unlink(3). */
-function unlinkFailure(name: string, path: string, code: number): Error {
-  return posixUnlinkFailure(
-    "shm_unlink",
-    code,
-    `shared memory ${name}`,
-    name,
-    path,
-    "shared memory object",
-  );
 }

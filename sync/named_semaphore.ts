@@ -54,24 +54,17 @@
  * @module
  */
 
-import {
-  AlreadyExistsError,
-  ChannelClosedError,
-  errnoError,
-  IpcError,
-  NotFoundError,
-  PermissionDeniedError,
-} from "../errors.ts";
+import { ChannelClosedError, errnoError, IpcError, PermissionDeniedError } from "../errors.ts";
 import {
   backingPath,
-  booleanOption,
+  checkOpenOptions,
   checkPosixName,
   checkStillNamed,
   type FileIdentity,
   inspect,
-  modeOption,
-  openFailure as posixOpenFailure,
-  unlinkFailure as posixUnlinkFailure,
+  openOrCreate,
+  type PosixObjectKind,
+  unlinkFailure,
 } from "../ffi/_posix_object.ts";
 import { O } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
@@ -88,11 +81,28 @@ export const MAX_SEMAPHORE_NAME = 251;
 /** `sizeof(sem_t)` on 64-bit Linux: a smaller backing file is not a semaphore. */
 const SEM_T_SIZE = 32;
 
-const NAME_RULE = {
+/** Named semaphores (sem_open(3)): `/name` is `/dev/shm/sem.name`. */
+const SEMAPHORE: PosixObjectKind = {
   what: "named semaphore",
   max: MAX_SEMAPHORE_NAME,
   reason: "glibc stores /name as /dev/shm/sem.name and a file name has at most 255 bytes",
-} as const;
+  noun: "semaphore",
+  open: "sem_open",
+  unlink: "sem_unlink",
+  prefix: "sem.",
+  object: "named semaphore",
+  notA: "a semaphore",
+  createHint: "open with create: true to make one",
+  descriptorNote: "sem_open needs a descriptor for a moment",
+  explain: (code, name) =>
+    code === E.ENOSPC || code === E.ENOMEM
+      ? new IpcError(
+        `sem_open ${name} failed: ${code === E.ENOSPC ? "ENOSPC" : "ENOMEM"} (${strerror(code)}): ` +
+          `/dev/shm (a tmpfs) is full or memory is short; see df /dev/shm`,
+        { errno: code, syscall: "sem_open" },
+      )
+      : undefined,
+};
 
 /** Options of {@linkcode NamedSemaphore.open}. */
 export interface NamedSemaphoreOptions {
@@ -209,14 +219,7 @@ export class NamedSemaphore {
    * ```
    */
   static open(name: string, options: NamedSemaphoreOptions = {}): NamedSemaphore {
-    checkPosixName(name, NAME_RULE);
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError("NamedSemaphore.open: options must be an object");
-    }
-    const create = booleanOption(options.create, "create", "named semaphore", false);
-    const exclusive = booleanOption(options.exclusive, "exclusive", "named semaphore", false);
-    if (exclusive && !create) throw new TypeError(`named semaphore ${name}: exclusive needs create: true`);
-    const mode = modeOption(options.mode, `named semaphore ${name}`);
+    const { create, exclusive, mode } = checkOpenOptions(SEMAPHORE, name, options, "NamedSemaphore.open");
     const initial = options.initial ?? 0;
     if (!Number.isInteger(initial) || initial < 0 || initial > SEM_VALUE_MAX) {
       throw new RangeError(
@@ -228,26 +231,12 @@ export class NamedSemaphore {
     const { open, close } = sem();
     const cname = cString(name, "named semaphore name");
     const path = backingPath(name, "sem.");
-    let pointer: Deno.PointerObject | null = null;
-    let created = false;
-    for (let attempt = 0; pointer === null; attempt++) {
-      if (create) {
-        pointer = open(cname, O.CREAT | O.EXCL, mode, initial);
-        if (pointer !== null) {
-          created = true;
-          break;
-        }
-        const code = errno();
-        if (code !== E.EEXIST || exclusive) throw openFailure(name, path, code);
-      }
-      pointer = open(cname, 0, 0, 0);
-      if (pointer !== null) break;
-      const code = errno();
-      // errno can be stale (see ffi/libc.ts): an ENOENT for a name whose file is there is retried.
-      if (code === E.ENOENT && attempt < 3 && inspect(path) !== null) continue;
-      // ENOENT after EEXIST: unlinked in between; try to create it again.
-      if (!create || code !== E.ENOENT || attempt >= 8) throw openFailure(name, path, code);
-    }
+    const { handle: pointer, created } = openOrCreate(
+      SEMAPHORE,
+      name,
+      { create, exclusive },
+      (creating) => creating ? open(cname, O.CREAT | O.EXCL, mode, initial) : open(cname, 0, 0, 0),
+    );
 
     let identity: FileIdentity | null = null;
     try {
@@ -291,9 +280,9 @@ export class NamedSemaphore {
    * ```
    */
   static unlink(name: string): void {
-    checkPosixName(name, NAME_RULE);
+    checkPosixName(name, SEMAPHORE);
     const cname = cString(name, "named semaphore name");
-    if (sem().unlink(cname) !== 0) throw unlinkFailure(name, backingPath(name, "sem."), errno());
+    if (sem().unlink(cname) !== 0) throw unlinkFailure(SEMAPHORE, errno(), name);
   }
 
   /**
@@ -438,7 +427,7 @@ export class NamedSemaphore {
     if (this.#identity !== null) {
       checkStillNamed("sem_unlink", this.name, this.#path, this.#identity, "another semaphore");
     }
-    if (sem().unlink(this.#cname) !== 0) throw unlinkFailure(this.name, this.#path, errno());
+    if (sem().unlink(this.#cname) !== 0) throw unlinkFailure(SEMAPHORE, errno(), this.name);
     this.#unlinked = true;
   }
 
@@ -522,49 +511,4 @@ function setMode(path: string, identity: FileIdentity, mode: number): void {
   } finally {
     closeFd(fd);
   }
-}
-
-/** The error for a failed sem_open(3). */
-function openFailure(name: string, path: string, code: number): Error {
-  const reason = strerror(code);
-  switch (code) {
-    case E.ENOENT:
-      return new NotFoundError(
-        `sem_open ${name} failed: no named semaphore has this name (${path}); open with create: true to ` +
-          `make one`,
-        { errno: code, syscall: "sem_open" },
-      );
-    case E.EEXIST:
-      return new AlreadyExistsError(
-        `sem_open ${name} failed: EEXIST (a named semaphore with this name exists and exclusive was asked for)`,
-        { errno: code, syscall: "sem_open" },
-      );
-    case E.ELOOP:
-      return new PermissionDeniedError(
-        `sem_open ${name} failed: ${path} is a symbolic link; named semaphores are never opened through links`,
-        { errno: code, syscall: "sem_open" },
-      );
-    case E.EMFILE:
-    case E.ENFILE:
-      return new IpcError(
-        `sem_open ${name} failed: ${code === E.EMFILE ? "EMFILE" : "ENFILE"} (${reason}): sem_open needs a ` +
-          `descriptor for a moment; raise the limit (ulimit -n, RLIMIT_NOFILE) or close descriptors`,
-        { errno: code, syscall: "sem_open" },
-      );
-    case E.ENOSPC:
-    case E.ENOMEM:
-      return new IpcError(
-        `sem_open ${name} failed: ${
-          code === E.ENOSPC ? "ENOSPC" : "ENOMEM"
-        } (${reason}): /dev/shm (a tmpfs) ` +
-          `is full or memory is short; see df /dev/shm`,
-        { errno: code, syscall: "sem_open" },
-      );
-  }
-  return posixOpenFailure("sem_open", code, `named semaphore ${name}`, name, path, "a semaphore");
-}
-
-/** The error for a failed sem_unlink(3). */
-function unlinkFailure(name: string, path: string, code: number): Error {
-  return posixUnlinkFailure("sem_unlink", code, `named semaphore ${name}`, name, path, "named semaphore");
 }

@@ -133,7 +133,10 @@ Deno.test("bad names and options: TypeError / RangeError, nothing created", () =
     assert.throws(() => NamedSemaphore.open(name as string, { create: true }), TypeError, String(name));
     assert.throws(() => NamedSemaphore.unlink(name as string), TypeError, String(name));
   }
-  assert.throws(() => NamedSemaphore.open(`/${"a".repeat(252)}`), /at most 251 are allowed/);
+  assert.throws(
+    () => NamedSemaphore.open(`/${"a".repeat(252)}`),
+    /at most 251 bytes may follow the slash.*got 252/,
+  );
   // The longest name works.
   try {
     using semaphore = NamedSemaphore.open(longest, { create: true, exclusive: true });

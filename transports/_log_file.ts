@@ -6,10 +6,11 @@
  * @module
  */
 
-import { AlreadyExistsError, FrameError, IpcError, NotFoundError } from "../errors.ts";
+import { AlreadyExistsError, FrameError, NotFoundError } from "../errors.ts";
 import { O } from "../ffi/constants.ts";
 import { closeFd, fchmodFd, openPath } from "../ffi/fd.ts";
-import { E, errno, lastError, libc, strerror } from "../ffi/libc.ts";
+import { reserveFileSpace, setFileSize } from "../ffi/_file_space.ts";
+import { E, errno, lastError, libc } from "../ffi/libc.ts";
 import { cString } from "../ffi/cstring.ts";
 import { syncParentDirectory } from "../memory/_regular_file.ts";
 import {
@@ -317,7 +318,9 @@ export function recover(
  * @param capacity Ring bytes.
  * @param maxMessageSize Largest payload.
  * @returns The descriptor of the new log (read-write), or -1 when `path` exists.
- * @throws {IpcError} When the directory is not writable, the disk is full, or a call fails.
+ * @throws {IpcError} When the directory is not writable, the disk is full (`ENOSPC`, explained), or a
+ *   call fails.
+ * @throws {RangeError} When the file system does not allow a file of the size (`EFBIG`).
  */
 export function createLogFile(path: string, mode: number, capacity: number, maxMessageSize: number): number {
   const slash = path.lastIndexOf("/");
@@ -336,27 +339,20 @@ export function createLogFile(path: string, mode: number, capacity: number, maxM
     }
     throw error;
   }
-  const { ftruncate, posix_fallocate, fdatasync, link, unlink, write } = libc();
+  const { fdatasync, link, unlink, write } = libc();
   const temporaryC = cString(temporary, "path");
   let linked = false;
   try {
     fchmodFd(fd, mode);
     const size = RING_OFFSET + capacity;
-    if (ftruncate(fd, BigInt(size)) !== 0) throw lastError("ftruncate", temporary);
-    const reserved = posix_fallocate(fd, 0n, BigInt(size));
-    if (reserved === E.ENOSPC) {
-      throw new IpcError(
-        `file: no room for a ${size}-byte log in ${directory} (posix_fallocate: ENOSPC); ` +
-          `choose a smaller maxSize or free disk space`,
-        { errno: reserved, syscall: "posix_fallocate" },
-      );
-    }
-    if (reserved !== 0 && reserved !== E.EOPNOTSUPP && reserved !== E.EINVAL) {
-      throw new IpcError(`posix_fallocate ${temporary} failed: ${strerror(reserved)}`, {
-        errno: reserved,
-        syscall: "posix_fallocate",
-      });
-    }
+    const what = `new file: log ${path} (being made as ${temporary})`;
+    setFileSize(fd, size, what);
+    // A file system that cannot reserve space (EOPNOTSUPP) leaves the log sparse.
+    reserveFileSpace(fd, 0, size, what, {
+      where: `the file system of ${directory}`,
+      advice: "free disk space, or choose a smaller maxSize",
+      sparseFallback: true,
+    });
     const header = new Uint8Array(HEADER_BYTES);
     encodeHeader(header, { capacity, maxMessageSize });
     for (let done = 0; done < header.length;) {

@@ -120,6 +120,7 @@ import {
   PermissionDeniedError,
 } from "../errors.ts";
 import { napSync } from "../ffi/_delay.ts";
+import { checkPosixName } from "../ffi/_posix_object.ts";
 import { MQ_ATTR } from "../ffi/structs.ts";
 import { MQ_PRIO_MAX, O, POLL, RLIMIT } from "../ffi/constants.ts";
 import { cString } from "../ffi/cstring.ts";
@@ -198,6 +199,8 @@ export interface PosixMessageQueueStat {
 const SCHEME = "posix-mq";
 /** Longest name after the slash, in bytes (NAME_MAX). */
 const NAME_MAX = 255;
+/** What a queue name is checked for (the same rule as other POSIX IPC names). */
+const QUEUE_NAME = { what: `${SCHEME} queue`, max: NAME_MAX, reason: "NAME_MAX", noun: "queue" } as const;
 /** What a process with CAP_SYS_RESOURCE may ask for (HARD_MSGMAX, HARD_MSGSIZEMAX). */
 const HARD_MSGMAX = 65536;
 const HARD_MSGSIZEMAX = 16 * 1024 * 1024;
@@ -289,7 +292,6 @@ const attrBytes = new Uint8Array(attrWords.buffer);
  */
 const attrInts = new Int32Array(attrWords.buffer);
 const EMPTY = new Uint8Array(0);
-const encoder = new TextEncoder();
 
 /**
  * One process's use of a POSIX message queue.
@@ -1028,19 +1030,12 @@ function parseName(address: string): string {
   if (typeof address !== "string") throw new TypeError(`${SCHEME}: the address must be a string`);
   const name = address.startsWith(`${SCHEME}:`) ? address.slice(SCHEME.length + 1) : address;
   const bad = (why: string) =>
-    new TypeError(`${SCHEME}: bad queue name "${name}" in "${address}": ${why}; expected ${SCHEME}:/orders`);
-  if (!name.startsWith("/")) throw bad("a name starts with one slash");
-  const rest = name.slice(1);
-  if (rest === "") throw bad("the name is empty after the slash");
-  if (rest.includes("/")) throw bad("a name has no slash but the first one");
-  if (rest === "." || rest === "..") throw bad(`"/." and "/.." are not queue names`);
-  if (rest.includes("\0")) throw bad("the name contains a NUL character");
-  if (/[?#]/.test(rest)) {
-    throw bad("? and # are not allowed (sizes and modes are options of open(), not part of the address)");
-  }
-  const length = encoder.encode(rest).length;
-  if (length > NAME_MAX) {
-    throw bad(`at most ${NAME_MAX} bytes may follow the slash (NAME_MAX), got ${length}`);
+    `${SCHEME}: bad queue name "${name}" in "${address}": ${why}; expected ${SCHEME}:/orders`;
+  checkPosixName(name, QUEUE_NAME, bad);
+  if (/[?#]/.test(name)) {
+    throw new TypeError(
+      bad("? and # are not allowed (sizes and modes are options of open(), not part of the address)"),
+    );
   }
   return name;
 }
