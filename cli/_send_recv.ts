@@ -6,7 +6,7 @@
  * @module
  */
 
-import { bytes, type Channel, ChannelClosedError, json, open, type OpenOptions } from "../mod.ts";
+import { bytes, type Channel, ChannelClosedError, json, open, type OpenOptions, ShmRing } from "../mod.ts";
 import { intOption, listOption, parse, type Values } from "./_args.ts";
 import { describeError, eprintln, Failure, lines, println, UsageError, writeOut } from "./_output.ts";
 
@@ -15,7 +15,12 @@ const OPEN_OPTIONS = `  --create        create the object when it does not exist
   --mode MODE     permission bits of a created object (default 0600)
   -o, --option NAME=VALUE
                   a transport option (repeatable), e.g. -o maxMessages=100 for posix-mq:,
-                  -o writers=locked for fifo:; numbers and true/false are converted`;
+                  -o writers=locked for fifo:; numbers and true/false are converted
+  shm: rings      -o delivery=queue|broadcast (or shm:/name?mode=broadcast): broadcast gives
+                  every recv every message sent while it runs; -o overflow=block|drop (broadcast:
+                  senders wait for the slowest recv, or never wait and a recv a whole ring behind
+                  misses messages); -o capacity=64KiB; -o users=N. recv subscribes when it
+                  opens the ring, send never does`;
 
 /** Help of `ipcbus send`. */
 export const SEND_HELP =
@@ -36,6 +41,7 @@ ${OPEN_OPTIONS}
 
 Examples:
   ipcbus send posix-mq:/orders --create '{"id": 1}'
+  ipcbus send shm:/ticks --create -o delivery=broadcast '{"t": 1}'
   ipcbus send sysv-mq:0x1a2b --type 2 '"sms"'
   jq -c '.[]' orders.json | ipcbus send fifo:/tmp/orders.fifo -
   printf 'raw bytes' | ipcbus send sysv-mq:0x1a2b --raw -`;
@@ -56,11 +62,13 @@ With --raw the bytes are written exactly, one message after another (with
   --timeout MS    wait at most MS ms for each message; exit 1 when none comes
   --raw           bytes instead of JSON
   --json          print type and priority with each value
-  --verbose       same as --json
+  --verbose       same as --json, and say on stderr when receiving starts ("receiving
+                  from URL": a broadcast recv gets what is sent after it) and how many came
 ${OPEN_OPTIONS}
 
 Examples:
   ipcbus recv posix-mq:/orders --count 10 --timeout 5000
+  ipcbus recv shm:/ticks --create -o delivery=broadcast --follow
   ipcbus recv fifo:/tmp/orders.fifo --create --follow | jq .id
   ipcbus recv sysv-mq:0x1a2b --type 2 --json`;
 
@@ -74,18 +82,79 @@ const OPEN_SPEC = {
   verbose: { type: "boolean", short: "v" },
 } as const;
 
-function openOptions(values: Values, command: string): OpenOptions<Uint8Array> {
+/** Options that only `shm:` rings take, which the command checks itself. */
+const SHM_ONLY = ["delivery", "mode", "overflow", "subscribe"];
+
+/** The value of a `shm:` address's query parameter, such as `mode` in `shm:/x?mode=broadcast`. */
+function queryParameter(address: string, key: string): string | undefined {
+  const question = address.indexOf("?");
+  if (question < 0) return undefined;
+  for (const part of address.slice(question + 1).split("&")) {
+    if (part.startsWith(`${key}=`)) return part.slice(key.length + 1);
+  }
+  return undefined;
+}
+
+/**
+ * The options of `open()` from the command line. A `shm:` ring's delivery
+ * mode comes from `-o delivery=queue|broadcast` (or `-o mode=...`, the
+ * library's name, or the address's `?mode=`), and `--mode` stays the
+ * permission bits (passed as `permissions` to `shm:`). `recv` subscribes to
+ * a broadcast ring when it opens it; `send` never subscribes.
+ */
+function openOptions(values: Values, command: "send" | "recv", address: string): OpenOptions<Uint8Array> {
   const options: OpenOptions<Uint8Array> = { codec: bytes };
+  const shm = address.startsWith("shm:");
+  let delivery: "queue" | "broadcast" | undefined;
   for (const item of listOption(values.option)) {
     const at = item.indexOf("=");
     if (at <= 0) throw new UsageError(`--option takes NAME=VALUE, got "${item}"`, command);
     const name = item.slice(0, at);
     const text = item.slice(at + 1);
-    if (["codec", "schema", "create", "exclusive", "mode"].includes(name)) {
+    if (["codec", "schema", "create", "exclusive", "permissions"].includes(name)) {
+      const flag = name === "permissions" ? "mode" : name;
       throw new UsageError(
-        `-o ${name} is not a transport option${name === "codec" ? "" : ` (use --${name})`}`,
+        `-o ${name} is not a transport option${name === "codec" ? "" : ` (use --${flag})`}`,
         command,
       );
+    }
+    if (SHM_ONLY.includes(name) && !shm) {
+      throw new UsageError(
+        `-o ${name} applies to shm: rings only` +
+          (name === "mode" ? "; permission bits go in --mode" : ""),
+        command,
+      );
+    }
+    if (name === "delivery" || name === "mode") {
+      if (text !== "queue" && text !== "broadcast") {
+        throw new UsageError(
+          `-o ${name} takes a shm: ring's delivery mode, queue or broadcast, got "${text}"` +
+            (name === "mode" ? "; permission bits go in --mode" : ""),
+          command,
+        );
+      }
+      if (delivery !== undefined && delivery !== text) {
+        throw new UsageError(`the delivery mode is given twice: ${delivery} and ${text}`, command);
+      }
+      delivery = text;
+      continue;
+    }
+    if (name === "overflow" && text !== "block" && text !== "drop") {
+      throw new UsageError(`-o overflow takes block or drop, got "${text}"`, command);
+    }
+    if (name === "subscribe") {
+      if (text !== "true" && text !== "false") {
+        throw new UsageError(`-o subscribe takes true or false, got "${text}"`, command);
+      }
+      if ((text === "true") !== (command === "recv")) {
+        throw new UsageError(
+          command === "recv"
+            ? "recv always subscribes to a broadcast ring (-o subscribe=false is what send does)"
+            : "send never subscribes to a broadcast ring (a subscriber that does not read would hold it back)",
+          command,
+        );
+      }
+      continue;
     }
     options[name] = /^-?\d+(\.\d+)?$/.test(text)
       ? Number(text)
@@ -95,6 +164,18 @@ function openOptions(values: Values, command: string): OpenOptions<Uint8Array> {
       ? false
       : text;
   }
+  if (shm) {
+    if (delivery !== undefined) options.mode = delivery;
+    const mode = delivery ?? queryParameter(address, "mode");
+    if (options.overflow !== undefined && (mode === "queue" || (mode === undefined && values.create))) {
+      throw new UsageError(
+        "-o overflow applies to broadcast rings: add -o delivery=broadcast (or ?mode=broadcast)",
+        command,
+      );
+    }
+    // recv subscribes at open: it gets every message sent once it is open (and says so with --verbose).
+    options.subscribe = command === "recv";
+  }
   if (values.create) options.create = true;
   if (values.exclusive) {
     if (!values.create) throw new UsageError("--exclusive goes with --create", command);
@@ -103,9 +184,17 @@ function openOptions(values: Values, command: string): OpenOptions<Uint8Array> {
   if (typeof values.mode === "string") {
     const text = values.mode.replace(/^0o?/i, "") || "0";
     if (!/^[0-7]{1,3}$/.test(text)) {
-      throw new UsageError(`--mode takes octal permission bits such as 0640`, command);
+      throw new UsageError(
+        `--mode takes octal permission bits such as 0640, got "${values.mode}"` +
+          (/^(queue|broadcast)$/.test(values.mode)
+            ? `; a shm: ring's delivery mode is -o delivery=${values.mode}`
+            : ""),
+        command,
+      );
     }
-    options.mode = parseInt(text, 8);
+    // shm: takes the delivery mode as `mode` and the permission bits as `permissions`.
+    if (shm) options.permissions = parseInt(text, 8);
+    else options.mode = parseInt(text, 8);
   }
   return options;
 }
@@ -136,8 +225,33 @@ function interruption(): { signal: AbortSignal; dispose(): void } {
   };
 }
 
-function waitSignal(interrupt: AbortSignal, timeout: number | undefined): AbortSignal {
-  return timeout === undefined ? interrupt : AbortSignal.any([interrupt, AbortSignal.timeout(timeout)]);
+/**
+ * The signal of one wait: the interruption, and `--timeout` (a "TimeoutError"
+ * DOMException, as `AbortSignal.timeout` gives). Its timer is cleared when
+ * the wait is disposed: an `AbortSignal.timeout` that a transport still
+ * listens to would keep the process alive until it fires (Deno refs such a
+ * timer while the signal has abort listeners).
+ */
+function waitSignal(
+  interrupt: AbortSignal,
+  timeout: number | undefined,
+): Disposable & { signal: AbortSignal } {
+  if (timeout === undefined) return { signal: interrupt, [Symbol.dispose]() {} };
+  const controller = new AbortController();
+  const onInterrupt = () => controller.abort(interrupt.reason);
+  if (interrupt.aborted) onInterrupt();
+  else interrupt.addEventListener("abort", onInterrupt, { once: true });
+  const timer = setTimeout(
+    () => controller.abort(new DOMException("the wait timed out", "TimeoutError")),
+    timeout,
+  );
+  return {
+    signal: controller.signal,
+    [Symbol.dispose]() {
+      clearTimeout(timer);
+      interrupt.removeEventListener("abort", onInterrupt);
+    },
+  };
 }
 
 async function stdinBytes(): Promise<Uint8Array> {
@@ -176,7 +290,7 @@ export async function send(args: readonly string[]): Promise<number> {
   const priority = intOption(values.priority, "--priority", 0, 0x7fff_ffff, "send");
   const timeout = intOption(values.timeout, "--timeout", 0, 2 ** 31 - 1, "send");
   const raw = values.raw === true;
-  const options = openOptions(values, "send");
+  const options = openOptions(values, "send", address);
   // Check DATA before opening (or creating) anything.
   const single = data === "-"
     ? null
@@ -192,7 +306,8 @@ export async function send(args: readonly string[]): Promise<number> {
   let sent = 0;
   const sendOne = async (payload: Uint8Array) => {
     try {
-      await channel.send(payload, { type, priority, signal: waitSignal(interrupt.signal, timeout) });
+      using wait = waitSignal(interrupt.signal, timeout);
+      await channel.send(payload, { type, priority, signal: wait.signal });
     } catch (error) {
       if (error instanceof TypeError || error instanceof RangeError) {
         throw new UsageError(error.message, "send");
@@ -230,6 +345,16 @@ function base64(data: Uint8Array): string {
   return btoa(text);
 }
 
+/** For the `--verbose` ready line: whether a `shm:` broadcast ring has this process as a subscriber. */
+function subscription(channel: Channel<Uint8Array>): string {
+  const ring = channel.unsafeTransport;
+  if (!(ring instanceof ShmRing) || channel.info.mode !== "broadcast") return "";
+  const subscribed = ring.stat().users.some((user) => user.self && user.subscribed);
+  return subscribed
+    ? ` (a broadcast subscriber: every message sent from now on)`
+    : ` (a broadcast subscriber from its first receive)`;
+}
+
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
@@ -260,7 +385,14 @@ export async function recv(args: readonly string[]): Promise<number> {
   const timeout = intOption(values.timeout, "--timeout", 0, 2 ** 31 - 1, "recv");
   const raw = values.raw === true;
   const tagged = values.json === true || values.verbose === true;
-  const options = openOptions(values, "recv");
+  const options = openOptions(values, "recv", address);
+  if (address.startsWith("shm:")) {
+    // A broadcast ring with overflow=drop overruns a subscriber that falls a whole ring behind.
+    options.onMissed = (missed: number) =>
+      eprintln(
+        `ipcbus recv: missed ${missed} message(s) on ${address}: this subscriber fell a whole ring behind`,
+      );
+  }
   const wanted = follow ? Infinity : count ?? 1;
 
   const interrupt = interruption();
@@ -271,16 +403,15 @@ export async function recv(args: readonly string[]): Promise<number> {
     interrupt.dispose();
     throw error;
   }
+  // With --verbose, a line on stderr once messages sent from now on will be received (scripts wait for it).
+  if (values.verbose) eprintln(`receiving from ${address}${subscription(channel)}`);
   let received = 0;
   try {
     while (received < wanted) {
       let message;
       try {
-        message = await channel.receiveMessage({
-          type,
-          except: values.except === true,
-          signal: waitSignal(interrupt.signal, timeout),
-        });
+        using wait = waitSignal(interrupt.signal, timeout);
+        message = await channel.receiveMessage({ type, except: values.except === true, signal: wait.signal });
       } catch (error) {
         if (interrupt.signal.aborted) return 0; // Ctrl-C: a clean end
         if (error instanceof DOMException && error.name === "TimeoutError") {
@@ -336,6 +467,7 @@ export async function recv(args: readonly string[]): Promise<number> {
   } finally {
     channel.close();
     interrupt.dispose();
+    if (values.verbose) eprintln(`received ${received} message(s) from ${address}`);
   }
   return 0;
 }

@@ -3,13 +3,16 @@
  * `/proc/sysvipc`, kernel limits in `/proc/sys`, this process's limits in
  * `/proc/self/limits`, mounts, the `/dev/shm` and `/dev/mqueue` directories
  * (through the public `readProcFile` and `listIpcDirectory`: Deno's own file
- * APIs refuse `/proc` and `/dev` paths without `--allow-all`), and user
- * names from `/etc/passwd`.
+ * APIs refuse `/proc` and `/dev` paths without `--allow-all`), FIFOs and
+ * logs (`lstat`, through libc for such paths), and user names from
+ * `/etc/passwd`.
  *
  * @module
  */
 
-import { type IpcDirectory, listIpcDirectory, readProcFile } from "../mod.ts";
+import { type IpcDirectory, IpcError, listIpcDirectory, readProcFile } from "../mod.ts";
+// Not in the public API (yet): lstat(2) through libc, for the paths Deno's file APIs refuse.
+import { lstatPath } from "../ffi/fd.ts";
 
 /**
  * A whole small file, or null when it cannot be read: `/proc` and `/sys`
@@ -339,7 +342,10 @@ export interface FileRow {
   mode: number;
   /** Bytes (st_size). */
   size: number;
-  /** Bytes allocated (st_blocks × 512) from {@linkcode lstat}; from {@linkcode listDir}, the size again. */
+  /**
+   * Bytes allocated (st_blocks × 512) from {@linkcode lstat}; from {@linkcode listDir}, and from `lstat`
+   * through libc, the size again.
+   */
   allocated: number;
   isFifo: boolean;
   isFile: boolean;
@@ -347,20 +353,28 @@ export interface FileRow {
   modified: Date | null;
 }
 
+/** Paths Deno's own file APIs refuse without `--allow-all` (they would also prompt on a terminal). */
+const DENO_REFUSES = /^\/(dev|proc|sys)(\/|$)/;
+
 /**
- * lstat of a path (FIFOs and logs, which live anywhere).
+ * lstat of a path (FIFOs and logs, which live anywhere). Paths under `/dev`,
+ * `/proc` and `/sys` (a log kept in `/dev/shm`, say), which Deno's own file
+ * APIs refuse without `--allow-all`, and any other path Deno refuses, are
+ * looked at through libc (`lstatPath`, under `--allow-ffi`); such a row has
+ * no modification time, and `allocated` is the size again.
  *
  * @param path The path.
- * @returns What it is, or null when it does not exist.
- * @throws {Error} When it cannot be looked at (permissions; Deno refuses `/dev` and `/proc` paths
- *   without `--allow-all`).
+ * @returns What it is, or null when it does not exist (or a component of the path is not a directory).
+ * @throws {Error} When it cannot be looked at (permissions, a path too long).
  */
 export function lstat(path: string): FileRow | null {
+  if (DENO_REFUSES.test(path)) return lstatThroughLibc(path);
   let info: Deno.FileInfo;
   try {
     info = Deno.lstatSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) return null;
+    if (error instanceof Deno.errors.NotCapable) return lstatThroughLibc(path);
     throw error;
   }
   return {
@@ -374,6 +388,29 @@ export function lstat(path: string): FileRow | null {
     isFile: info.isFile,
     isSymlink: info.isSymlink,
     modified: info.mtime,
+  };
+}
+
+function lstatThroughLibc(path: string): FileRow | null {
+  let stat;
+  try {
+    stat = lstatPath(path);
+  } catch (error) {
+    if (error instanceof IpcError && error.code === "ENOTDIR") return null;
+    throw error;
+  }
+  if (stat === null) return null;
+  return {
+    path,
+    uid: stat.uid,
+    gid: stat.gid,
+    mode: stat.permissions,
+    size: stat.size,
+    allocated: stat.size,
+    isFifo: stat.type === "fifo",
+    isFile: stat.type === "file",
+    isSymlink: stat.type === "symlink",
+    modified: null,
   };
 }
 

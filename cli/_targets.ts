@@ -39,7 +39,7 @@ const POSIX = new Set<string>(["posix-mq", "posix-shm", "posix-sem"]);
 /** Target forms, for usage messages. */
 export const TARGET_FORMS =
   `  sysv-mq:0x1a2b | sysv-mq:id/ID | sysv-mq:/path?proj=N   (also sysv-sem:, sysv-shm:)
-  posix-mq:/name | posix-shm:/name | shm:/name | posix-sem:/name
+  posix-mq:/name | posix-shm:/name | shm:/name[?...] | posix-sem:/name
   fifo:/path | file:/path
   KIND ID...   (KIND: ${KINDS.join(", ")};
                a System V ID is a number, 0x... a key; several kinds may follow each other)`;
@@ -70,7 +70,7 @@ export function parseTargets(args: readonly string[], command: string): Target[]
     if ((KINDS as readonly string[]).includes(urlKind)) {
       if (pending) throw new UsageError(`give the ${kind} ids or names after "${kind}"`, command);
       kind = null;
-      targets.push(parseValue(urlKind as Kind, arg.slice(colon + 1), true, command));
+      targets.push(parseValue(urlKind as Kind, withoutRingQuery(scheme, arg, command), true, command));
       continue;
     }
     if (kind !== null) {
@@ -87,6 +87,26 @@ export function parseTargets(args: readonly string[], command: string): Target[]
   }
   if (pending) throw new UsageError(`give the ${kind} ids or names after "${kind}"`, command);
   return targets;
+}
+
+/**
+ * The name in a `shm:` URL without its query: `shm:/ticks?mode=broadcast`,
+ * as given to `send`/`recv`, names the ring `/ticks` (the query says how to
+ * create it).
+ */
+function withoutRingQuery(scheme: string, arg: string, command: string): string {
+  const value = arg.slice(scheme.length + 1);
+  const question = value.indexOf("?");
+  if (scheme !== "shm" || question < 0) return value;
+  for (const part of value.slice(question + 1).split("&")) {
+    if (part !== "" && !/^(capacity|mode|overflow|users)=/.test(part)) {
+      throw new UsageError(
+        `${arg}: the parameters of a shm: address are capacity=, mode=, overflow= and users=, got "${part}"`,
+        command,
+      );
+    }
+  }
+  return value.slice(0, question);
 }
 
 function parseValue(kind: Kind, value: string, url: boolean, command: string): Target {

@@ -40,9 +40,10 @@ import {
 import { rm, RM_HELP } from "./_rm.ts";
 import { recv, RECV_HELP, send, SEND_HELP } from "./_send_recv.ts";
 import { stat, STAT_HELP } from "./_stat.ts";
+import config from "../deno.json" with { type: "json" };
 
-/** The version printed by `ipcbus --version`. */
-export const VERSION = "0.1.0";
+/** The version printed by `ipcbus --version`: the package's, read from deno.json (its one source). */
+export const VERSION: string = config.version;
 
 interface Command {
   summary: string;

@@ -1,7 +1,5 @@
 // Runs the `ipcbus` command as a subprocess, with the permissions of `deno task cli`.
 
-import { DenoChild } from "./_helpers.ts";
-
 /** Absolute path of the command's entry. */
 export const CLI = new URL("../cli/ipcbus.ts", import.meta.url).pathname;
 
@@ -68,12 +66,96 @@ export async function ipcbus(
   };
 }
 
-/** A long-running `ipcbus` child (such as `recv --follow`) whose stdout is read line by line. */
-export class IpcbusChild extends DenoChild {
+/**
+ * A long-running `ipcbus` child (such as `recv --follow`) whose stdout and
+ * stderr are read line by line (stderr for `recv --verbose`'s "receiving
+ * from" line). Killed on dispose.
+ */
+export class IpcbusChild implements AsyncDisposable {
+  readonly process: Deno.ChildProcess;
+  readonly #out: AsyncIterator<string>;
+  readonly #err: AsyncIterator<string>;
+  readonly #errSeen: string[] = [];
+
   /**
    * @param args The arguments after `ipcbus`.
    */
   constructor(args: string[]) {
-    super(CLI, args, CLI_PERMISSIONS);
+    this.process = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--no-prompt", ...CLI_PERMISSIONS, CLI, ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#out = lines(this.process.stdout);
+    this.#err = lines(this.process.stderr);
   }
+
+  /** The next line on stdout; throws (with stderr) if stdout ends first. */
+  async line(): Promise<string> {
+    const next = await this.#out.next();
+    if (next.done) {
+      const status = await this.process.status;
+      throw new Error(
+        `ipcbus ended (code ${status.code}) before writing a line; stderr:\n${await this.#rest()}`,
+      );
+    }
+    return next.value;
+  }
+
+  /** The next line on stderr; throws (with what stderr said) if stderr ends first. */
+  async errorLine(): Promise<string> {
+    const next = await this.#err.next();
+    if (next.done) {
+      const status = await this.process.status;
+      throw new Error(
+        `ipcbus ended (code ${status.code}) before this line on stderr; stderr:\n${await this.#rest()}`,
+      );
+    }
+    this.#errSeen.push(next.value);
+    return next.value;
+  }
+
+  /** All of stderr: the lines read with errorLine() and the rest. */
+  async #rest(): Promise<string> {
+    const all = [...this.#errSeen];
+    for (;;) {
+      const next = await this.#err.next();
+      if (next.done) break;
+      all.push(next.value);
+    }
+    return all.join("\n");
+  }
+
+  /** Waits for exit; returns the status, the rest of stdout and all of stderr. */
+  async finish(): Promise<{ status: Deno.CommandStatus; rest: string[]; stderr: string }> {
+    const rest: string[] = [];
+    for (;;) {
+      const next = await this.#out.next();
+      if (next.done) break;
+      rest.push(next.value);
+    }
+    return { status: await this.process.status, rest, stderr: await this.#rest() };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.process.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await this.finish().catch(() => undefined);
+  }
+}
+
+/** A byte stream as lines (without their newlines; a last line without one too). */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    const parts = buffered.split("\n");
+    buffered = parts.pop()!;
+    yield* parts;
+  }
+  if (buffered) yield buffered;
 }

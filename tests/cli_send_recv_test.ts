@@ -3,9 +3,9 @@
 // priorities, timeouts and bad input.
 
 import assert from "node:assert/strict";
-import { open, readProcFile, registeredSchemes } from "../mod.ts";
+import { listIpcDirectory, open, readProcFile, registeredSchemes } from "../mod.ts";
 import { ipcbus, IpcbusChild } from "./_cli.ts";
-import { RUN, TempDir } from "./_helpers.ts";
+import { bounded, RUN, TempDir } from "./_helpers.ts";
 
 const VALUES: unknown[] = [
   { id: 1, text: "héllo ✓", nested: { list: [1, 2.5, null] } },
@@ -294,4 +294,229 @@ Deno.test({
   } finally {
     await remove(address);
   }
+});
+
+/** A `shm:` ring's name that no one else uses. */
+function ringAddress(tag: string): string {
+  return `shm:/ipcbus-cli-${RUN}-${tag}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Whether `/dev/shm` has the ring's file (read through ipcbus: Deno refuses /dev paths). */
+function ringExists(address: string): boolean {
+  const name = address.slice("shm:/".length).split("?")[0];
+  return (listIpcDirectory("/dev/shm") ?? []).some((entry) => entry.name === name);
+}
+
+Deno.test({
+  name: "ipcbus send/recv: a broadcast shm: ring gives each of two recv subscribers every message",
+  ignore: !registeredSchemes().includes("shm"),
+}, async () => {
+  const address = ringAddress("bcast");
+  try {
+    // Made by the command: broadcast, small, permission bits from --mode. Nobody has subscribed
+    // yet, so this first message is for no one.
+    const made = await ipcbus([
+      "send",
+      address,
+      "--create",
+      "--exclusive",
+      "--mode",
+      "0640",
+      "-o",
+      "delivery=broadcast",
+      "-o",
+      "capacity=64KiB",
+      '"before anyone listened"',
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const stat = await ipcbus(["stat", address, "--json"]);
+    assert.equal(stat.code, 0, stat.stderr);
+    const report = JSON.parse(stat.stdout) as {
+      object: { mode: number };
+      stat: { mode: string; overflow: string; capacity: number };
+    };
+    assert.deepEqual(
+      [report.object.mode, report.stat.mode, report.stat.overflow, report.stat.capacity],
+      [0o640, "broadcast", "block", 64 * 1024],
+    );
+
+    const count = VALUES.length;
+    // A long --timeout: a recv must exit after its last message, not when the timeout would fire
+    // (an AbortSignal.timeout the ring still listens to would keep the process alive until then).
+    const recvArgs = ["--count", String(count), "--verbose", "--timeout", "600000"];
+    // One subscriber by the plain address, one by the address with its query.
+    await using a = new IpcbusChild(["recv", address, ...recvArgs]);
+    await using b = new IpcbusChild(["recv", `${address}?mode=broadcast`, ...recvArgs]);
+    // Rendezvous: each says so on stderr once it has subscribed.
+    for (const child of [a, b]) {
+      const ready = await bounded(child.errorLine(), "recv's ready line");
+      assert.match(ready, /^receiving from shm:.* \(a broadcast subscriber: every message/);
+    }
+
+    const first = await ipcbus(["send", address, "--type", "7", JSON.stringify(VALUES[0])]);
+    assert.equal(first.code, 0, first.stderr);
+    const lines = VALUES.slice(1).map((v) => JSON.stringify(v)).join("\n") + "\n";
+    const rest = await ipcbus(["send", address, "--verbose", "-"], lines);
+    assert.equal(rest.code, 0, rest.stderr);
+    assert.match(rest.stderr, new RegExp(`sent ${count - 1} message\\(s\\)`));
+
+    for (const [which, child] of [["first", a], ["second", b]] as const) {
+      const got: Tagged[] = [];
+      for (let i = 0; i < count; i++) {
+        got.push(JSON.parse(await bounded(child.line(), `message ${i + 1} at the ${which} recv`)) as Tagged);
+      }
+      assert.deepEqual(got.map((m) => m.value), VALUES, `the ${which} subscriber`);
+      assert.deepEqual(got.map((m) => m.type), [7, 1, 1, 1]);
+      const { status, rest, stderr } = await bounded(child.finish(), `the ${which} recv to exit`);
+      assert.equal(status.code, 0, stderr);
+      assert.deepEqual(rest, []);
+      assert.match(stderr, new RegExp(`received ${count} message\\(s\\) from shm:`));
+    }
+  } finally {
+    await remove(address);
+  }
+  assert.equal(ringExists(address), false, "the ring was left behind");
+});
+
+Deno.test({
+  name: "ipcbus send/recv: shm: delivery options: the address query, overflow=drop, and clear usage errors",
+  ignore: !registeredSchemes().includes("shm"),
+}, async () => {
+  const address = ringAddress("opts");
+  const queue = ringAddress("queue");
+  try {
+    // Bad values: usage errors (exit 2) that say what is accepted, and nothing made.
+    const bad: [string[], RegExp][] = [
+      [["-o", "delivery=fanout"], /-o delivery takes .*queue or broadcast, got "fanout"/],
+      [["-o", "mode=0640"], /-o mode takes .*queue or broadcast, got "0640"; permission bits go in --mode/],
+      [["--mode", "broadcast"], /--mode takes octal permission bits .*-o delivery=broadcast/],
+      [["-o", "permissions=0640"], /use --mode/],
+      [["-o", "delivery=broadcast", "-o", "overflow=lots"], /-o overflow takes block or drop, got "lots"/],
+      [["-o", "overflow=drop"], /overflow applies to broadcast rings: add -o delivery=broadcast/],
+      [["-o", "delivery=queue", "-o", "mode=broadcast"], /delivery mode is given twice/],
+      [["-o", "delivery=broadcast", "-o", "subscribe=maybe"], /-o subscribe takes true or false/],
+      [["-o", "delivery=broadcast", "-o", "subscribe=true"], /send never subscribes/],
+    ];
+    for (const [args, message] of bad) {
+      const result = await ipcbus(["send", address, "--create", ...args, '"x"']);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, message, args.join(" "));
+    }
+    const unsubscribed = await ipcbus([
+      "recv",
+      address,
+      "--create",
+      "-o",
+      "subscribe=false",
+      "--timeout",
+      "10",
+    ]);
+    assert.equal(unsubscribed.code, 2);
+    assert.match(unsubscribed.stderr, /recv always subscribes/);
+    const disagree = await ipcbus([
+      "send",
+      `${address}?mode=queue`,
+      "--create",
+      "-o",
+      "delivery=broadcast",
+      "1",
+    ]);
+    assert.equal(disagree.code, 2);
+    assert.match(disagree.stderr, /the address says mode=queue but the options say broadcast/);
+    const notShm = await ipcbus([
+      "send",
+      `sysv-mq:${randomKey()}`,
+      "--create",
+      "-o",
+      "delivery=broadcast",
+      "1",
+    ]);
+    assert.equal(notShm.code, 2);
+    assert.match(notShm.stderr, /-o delivery applies to shm: rings only/);
+    assert.equal(ringExists(address), false, "a refused command made the ring");
+
+    // The address query alone makes a broadcast ring with overflow=drop; stat and rm take it too.
+    const made = await ipcbus(["send", `${address}?mode=broadcast&overflow=drop`, "--create", '"x"']);
+    assert.equal(made.code, 0, made.stderr);
+    const stat = await ipcbus(["stat", `${address}?mode=broadcast`, "--json"]);
+    assert.equal(stat.code, 0, stat.stderr);
+    const { stat: ring } = JSON.parse(stat.stdout) as { stat: { mode: string; overflow: string } };
+    assert.deepEqual([ring.mode, ring.overflow], ["broadcast", "drop"]);
+    // Opening it with other settings is refused, naming what it is.
+    const asQueue = await ipcbus(["send", address, "-o", "delivery=queue", '"x"']);
+    assert.equal(asQueue.code, 2);
+    assert.match(asQueue.stderr, /exists as a broadcast ring; queue was asked for/);
+    const asBlock = await ipcbus(["send", address, "-o", "overflow=block", '"x"']);
+    assert.equal(asBlock.code, 2);
+    assert.match(asBlock.stderr, /exists with overflow "drop"/);
+
+    // A queue ring (the default) hands each message to one receiver: the old behaviour.
+    assert.equal((await ipcbus(["send", queue, "--create", "-o", "delivery=queue", '"once"'])).code, 0);
+    assert.equal((await ipcbus(["recv", queue, "--timeout", "20000"])).stdout, '"once"\n');
+    const empty = await ipcbus(["recv", queue, "--timeout", "50"]);
+    assert.equal(empty.code, 1);
+  } finally {
+    await remove(`${address}?mode=broadcast`);
+    await remove(queue);
+  }
+  assert.equal(ringExists(address) || ringExists(queue), false, "a ring was left behind");
+});
+
+Deno.test({
+  name:
+    "ipcbus recv: on a broadcast ring with overflow=drop, a recv that fell behind says how many it missed",
+  ignore: !registeredSchemes().includes("shm"),
+}, async () => {
+  const address = ringAddress("drop");
+  const sent = 1000; // small messages: far more than a 4 KiB ring holds
+  try {
+    const made = await ipcbus([
+      "send",
+      address,
+      "--create",
+      "-o",
+      "delivery=broadcast",
+      "-o",
+      "overflow=drop",
+      "-o",
+      "capacity=4KiB",
+      "0",
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    await using child = new IpcbusChild(["recv", address, "--follow", "--verbose"]);
+    assert.match(await bounded(child.errorLine(), "recv's ready line"), /a broadcast subscriber/);
+    // Stopped, it cannot keep up: senders never wait (drop) and overrun it.
+    child.process.kill("SIGSTOP");
+    try {
+      const burst = await ipcbus(
+        ["send", address, "-"],
+        Array.from({ length: sent }, (_, i) => i + 1).join("\n"),
+      );
+      assert.equal(burst.code, 0, burst.stderr);
+      assert.equal((await ipcbus(["send", address, '"last"'])).code, 0);
+    } finally {
+      child.process.kill("SIGCONT");
+    }
+    const numbers: number[] = [];
+    for (;;) {
+      const { value } = JSON.parse(await bounded(child.line(), "the messages after the overrun")) as Tagged;
+      if (value === "last") break;
+      numbers.push(value as number);
+    }
+    child.process.kill("SIGINT");
+    const { status, stderr } = await bounded(child.finish(), "recv to end after SIGINT");
+    assert.equal(status.code, 0, stderr);
+    const missed = /missed (\d+) message\(s\) on shm:.*fell a whole ring behind/.exec(stderr);
+    assert.ok(missed, `no "missed" line on stderr:\n${stderr}`);
+    // It gets the newest messages, in order, and the count of the others.
+    assert.ok(numbers.length > 0 && numbers.length < sent, `got ${numbers.length}`);
+    assert.deepEqual(
+      numbers,
+      Array.from({ length: numbers.length }, (_, i) => sent - numbers.length + 1 + i),
+    );
+    assert.equal(Number(missed[1]) + numbers.length, sent);
+  } finally {
+    await remove(address);
+  }
+  assert.equal(ringExists(address), false, "the ring was left behind");
 });

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   type Channel,
   ftokKey,
+  listIpcDirectory,
   NotFoundError,
   open,
   PosixMessageQueue,
@@ -17,6 +18,7 @@ import {
 } from "../mod.ts";
 import { ipcbus, IpcbusChild } from "./_cli.ts";
 import { euid, hasSetpriv, RUN, TempDir } from "./_helpers.ts";
+import config from "../deno.json" with { type: "json" };
 
 interface ListedObject {
   kind: string;
@@ -51,6 +53,12 @@ async function dropQueue(id: number): Promise<void> {
   } finally {
     queue?.close();
   }
+}
+
+/** Removes an object with `ipcbus rm` (gone already is fine). */
+async function removeWithCommand(address: string): Promise<void> {
+  const removed = await ipcbus(["rm", address, "--yes"]);
+  if (removed.code !== 0 && !/no such object/.test(removed.stderr)) throw new Error(removed.stderr);
 }
 
 /** Whether a System V queue exists (read from /proc: opening it would record presence). */
@@ -112,6 +120,16 @@ Deno.test("ipcbus: --help of the command and of every subcommand exits 0", async
   assert.equal((await ipcbus(["--version"])).code, 0);
 });
 
+Deno.test("ipcbus --version: prints deno.json's version (its one source)", async () => {
+  const result = await ipcbus(["--version"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(typeof config.version, "string");
+  assert.match(result.stdout, new RegExp(`^ipcbus ${config.version.replaceAll(".", "\\.")} \\(Deno `));
+  assert.equal((await ipcbus(["-V"])).stdout, result.stdout);
+  const help = await ipcbus(["--help"]);
+  assert.match(help.stdout, new RegExp(`^ipcbus ${config.version.replaceAll(".", "\\.")}:`));
+});
+
 Deno.test("ipcbus ls: shows a queue a test made (live, then stale) and not after rm", async () => {
   const queue = await open<string>("sysv-mq:private", { mode: 0o640 });
   const id = idOf(queue);
@@ -166,6 +184,46 @@ Deno.test("ipcbus ls: filters by kind and owner, and lists FIFOs from their reco
     await fifo.unlink();
     fifo.close();
   }
+});
+
+Deno.test('ipcbus ls/stat: a file: log kept in /dev/shm shows its real state, not "cannot tell"', async () => {
+  // Deno's own lstat refuses /dev paths without --allow-all; the command looks through libc.
+  const base = `ipcbus-cli-${RUN}-${crypto.randomUUID().slice(0, 8)}.bus`;
+  const path = `/dev/shm/${base}`;
+  const address = `file:${path}`;
+  const log = await open<string>(address, { create: true, exclusive: true, mode: 0o640 });
+  try {
+    await log.send("kept in memory");
+    log.close();
+    const row = (await list("--kind", "file")).find((o) => o.name === path) as
+      | (ListedObject & { mode: number | null; size: number | null; details: Record<string, unknown> })
+      | undefined;
+    assert.ok(row, "the log is not listed");
+    assert.equal(row.exists, true, `ls: ${JSON.stringify(row.details)}`);
+    assert.equal(row.mode, 0o640);
+    assert.ok(row.size !== null && row.size > 0, "ls shows no size");
+    assert.deepEqual([row.ipcbus, row.inUse], [true, "stale"]);
+    assert.equal(row.details.note, undefined);
+
+    const stat = await ipcbus(["stat", address, "--json"]);
+    assert.equal(stat.code, 0, stat.stderr);
+    const report = JSON.parse(stat.stdout) as { object: ListedObject & { mode: number; size: number } };
+    assert.equal(report.object.exists, true);
+    assert.equal(report.object.mode, 0o640);
+    assert.equal(report.object.size, row.size);
+    const text = await ipcbus(["stat", address]);
+    assert.match(text.stdout, /exists +yes/);
+    assert.match(text.stdout, /mode +0640/);
+    assert.doesNotMatch(text.stdout, /cannot tell|cannot look at/);
+  } finally {
+    log.close();
+    await removeWithCommand(address);
+  }
+  assert.equal((listIpcDirectory("/dev/shm") ?? []).some((e) => e.name === base), false, "the log was left");
+  assert.equal(Presence.probe(address), "unknown", "the log's presence record was left");
+  const gone = await ipcbus(["stat", address]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /no such object/);
 });
 
 Deno.test("ipcbus rm: without --yes and without a terminal it refuses (exit 2) and removes nothing", async () => {
