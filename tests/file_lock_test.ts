@@ -5,6 +5,7 @@
 // `using`, and bad input (paths, ranges, descriptors, another user's file).
 import assert from "node:assert/strict";
 import { AlreadyExistsError, ChannelClosedError, NotFoundError, PermissionDeniedError } from "../errors.ts";
+import { readProcFile } from "../inspect.ts";
 import { FileLock } from "../sync/file_lock.ts";
 import { bounded, CommandChild, euid, fixture, hasSetpriv, leftovers, TempDir, until } from "./_helpers.ts";
 
@@ -16,6 +17,30 @@ async function ready(process: CommandChild): Promise<number> {
   const line = await process.line();
   assert.match(line, /^ready \d+$/, line);
   return Number(line.split(" ")[1]);
+}
+
+/**
+ * How many lock requests on the file at `path` wait in the kernel: the lines of /proc/locks
+ * that start with "->" and name the file's device and inode ("fe:00:2146460", the device as
+ * hex major:minor).
+ */
+function blockedRequests(path: string): number {
+  const { dev, ino } = Deno.statSync(path);
+  const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | ((Math.floor(dev / 2 ** 12) & ~0xff) >>> 0);
+  const file = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${ino}`;
+  return (readProcFile("/proc/locks") ?? "").split("\n")
+    .filter((line) => / -> /.test(line) && line.split(/ +/).includes(file)).length;
+}
+
+/**
+ * Waits until `count` lock requests on `path` are blocked in the kernel. A waiting
+ * `FileLock.lock()` of an OFD lock parks a helper thread in F_OFD_SETLKW on a probe
+ * descriptor, which the kernel lists in /proc/locks: this is the wait's observable state,
+ * so a test acts on a wait that is parked, instead of guessing how long parking takes.
+ */
+async function parkedInKernel(path: string, count: number, what: string): Promise<void> {
+  await until(() => blockedRequests(path) >= count, what);
 }
 
 Deno.test("tryLock: shared locks coexist, exclusive ones conflict, disjoint ranges do not", async () => {
@@ -78,10 +103,14 @@ Deno.test("lock(): an abort and close() settle a waiting lock at once; `using` r
     using _held = a.tryLock();
     const controller = new AbortController();
     const waiting = b.lock({ signal: controller.signal });
-    setTimeout(() => controller.abort(new Error("gave up")), 10);
+    // Abort the wait once it is parked in the kernel (its probe blocked in F_OFD_SETLKW).
+    await parkedInKernel(path, 1, "the first wait to park in the kernel");
+    controller.abort(new Error("gave up"));
     await assert.rejects(waiting, /gave up/);
     const closing = b.lock();
-    setTimeout(() => b.close(), 10);
+    // The cancelled probe stays blocked until the range is free: the second wait's probe makes two.
+    await parkedInKernel(path, 2, "the second wait to park in the kernel");
+    b.close();
     await assert.rejects(closing, ChannelClosedError);
     assert.throws(() => b.tryLock(), ChannelClosedError);
   }
@@ -126,7 +155,9 @@ Deno.test("a holder killed with SIGKILL releases its lock; the waiter gets it", 
   await ready(holder);
   assert.equal(await holder.ask("lock 0 0 0"), "locked");
   const waiting = mine.lock({ signal: AbortSignal.timeout(15_000) });
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  // Kill the holder once the wait is parked in the kernel behind its lock: the kill then
+  // has to wake a blocked F_OFD_SETLKW, not just let a later first try succeed.
+  await parkedInKernel(path, 1, "the wait to park in the kernel behind the child's lock");
   holder.process.kill("SIGKILL");
   await holder.process.status;
   using got = await bounded(waiting, "the lock after its holder was killed");

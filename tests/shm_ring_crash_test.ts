@@ -2,14 +2,20 @@
 // holding the reader lock, a dead slot's locks taken over by its next owner, and SIGKILL at
 // random points during heavy traffic (the figures are printed).
 import assert from "node:assert/strict";
+import { PosixSharedMemory } from "../memory/posix_shared_memory.ts";
 import { ShmRing } from "../transports/shm_ring.ts";
-import { bounded, DenoChild, fixture, RUN } from "./_helpers.ts";
+import * as L from "../transports/_ring_layout.ts";
+import { bounded, DenoChild, fixture, RUN, until } from "./_helpers.ts";
 import { checkMessage, makeMessage } from "./fixtures/shm_ring_message.ts";
 
 const CHILD = fixture("shm_ring_child.ts");
 const ANY = { type: 0, except: false } as const;
-/** How long each random-kill run lasts, in ms. */
-const CHAOS_MS = 6000;
+/** Producers killed in the producer chaos run. */
+const PRODUCER_KILLS = 20;
+/** A producer is killed after printing 1 to this many "sent" lines (uniformly drawn). */
+const MOST_SENT_LINES = 200;
+/** A consumer is killed after the consumers printed 1 to this many "got" lines between them. */
+const MOST_GOT_LINES = 3000;
 
 function fresh(): string {
   return `/ipcbus-test-${RUN}-${crypto.randomUUID().slice(0, 8)}`;
@@ -25,6 +31,17 @@ function unlinkQuietly(name: string): void {
 
 function never(): AbortSignal {
   return new AbortController().signal;
+}
+
+/** The header of ring `name` as 32-bit words, through a mapping of its own (close it after). */
+function mapHeader(name: string): { shm: PosixSharedMemory; header: Int32Array } {
+  const shm = PosixSharedMemory.open(name);
+  return { shm, header: new Int32Array(shm.view.buffer, shm.view.byteOffset, shm.view.byteLength >> 2) };
+}
+
+/** Whether the handle in `slot` is registered in a wait mask of the ring (parked). */
+function inWaitMask(header: Int32Array, mask: number, slot: number): boolean {
+  return (Atomics.load(header, (mask >> 2) + (slot >> 5)) & (1 << (slot & 31))) !== 0;
 }
 
 function turn(): Promise<void> {
@@ -153,15 +170,71 @@ class Tally {
   }
 }
 
-/** Follows a producer child's "sent <seq>" lines. */
-function follow(child: DenoChild, id: number, tally: Tally): Promise<void> {
-  return (async () => {
-    for (;;) {
-      const line = await child.line().catch(() => "");
-      if (line.startsWith("sent ")) tally.resolved.set(id, Number(line.slice(5)));
-      else if (line === "" || line === "done") return;
+/**
+ * Counts events; `reach(n)` resolves once `n` were counted, or once `end()` says no more
+ * will come (so a child that died on its own never leaves a test waiting).
+ */
+class Count {
+  value = 0;
+  #ended = false;
+  #wanted = Infinity;
+  #resolve: (() => void) | undefined;
+
+  add(): void {
+    if (++this.value >= this.#wanted) this.#settle();
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#settle();
+  }
+
+  reach(n: number): Promise<void> {
+    if (this.value >= n || this.#ended) return Promise.resolve();
+    this.#wanted = n;
+    return new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  #settle(): void {
+    this.#wanted = Infinity;
+    const resolve = this.#resolve;
+    this.#resolve = undefined;
+    resolve?.();
+  }
+}
+
+/** A producer child, followed: its "ready" line, and its "sent <seq>" lines counted. */
+interface Followed {
+  child: DenoChild;
+  /** Resolves at "ready" (or when the child's output ends). */
+  ready: Promise<void>;
+  /** "sent" lines read so far. */
+  sent: Count;
+  /** Resolves when the child's output ended (or it printed "done"). */
+  following: Promise<void>;
+}
+
+/** Follows a producer child's lines: "sent <seq>" goes into the tally (every seq up to it resolved). */
+function follow(child: DenoChild, id: number, tally: Tally): Followed {
+  const sent = new Count();
+  let ready!: () => void;
+  const readySeen = new Promise<void>((resolve) => ready = resolve);
+  const following = (async () => {
+    try {
+      for (;;) {
+        const line = await child.line().catch(() => "");
+        if (line === "ready") ready();
+        else if (line.startsWith("sent ")) {
+          tally.resolved.set(id, Number(line.slice(5)));
+          sent.add();
+        } else if (line === "" || line === "done") return;
+      }
+    } finally {
+      ready();
+      sent.end();
     }
   })();
+  return { child, ready: readySeen, sent, following };
 }
 
 Deno.test("shm: producers SIGKILLed at random points: every resolved send arrives exactly once", async () => {
@@ -176,36 +249,36 @@ Deno.test("shm: producers SIGKILLed at random points: every resolved send arrive
       const id = nextId++;
       const child = new DenoChild(CHILD, ["produce", name, String(id), "0", "1500", String(id * 7919)]);
       children.add(child);
-      const following = follow(child, id, tally);
-      await child.expect("ready").catch(() => {});
-      return { child, following };
+      const followed = follow(child, id, tally);
+      await bounded(followed.ready, "a producer's ready line");
+      return followed;
     };
-    let stop = false;
-    // The consumer: this process, in batches and single receives.
+    // The consumer: this process, in batches and single receives, until `stopping` aborts.
+    const stopping = new AbortController();
     const consuming = (async () => {
       let rounds = 0;
-      while (!stop) {
+      while (!stopping.signal.aborted) {
         const taken = ring.tryReceiveBatch(ANY, 64, (frame) => tally.take(frame.data, true));
         if (taken === 0) {
-          const controller = new AbortController();
-          const timer = setTimeout(() => controller.abort(), 50);
           try {
-            tally.take((await ring.receive(ANY, controller.signal)).data, true);
-          } catch {
-            // Timed out: look at `stop` again.
-          } finally {
-            clearTimeout(timer);
+            tally.take((await ring.receive(ANY, stopping.signal)).data, true);
+          } catch (error) {
+            if (!stopping.signal.aborted) throw error;
           }
         }
         if (++rounds % 16 === 0) await turn();
       }
     })();
-    const ends = Date.now() + CHAOS_MS;
+    // A victim dies after a random number of its own "sent" lines: it is in the middle of its
+    // traffic then, at a point in its send loop that nothing here chooses (it goes on sending
+    // while its line travels to us). Where the SIGKILL lands is the random part the test is
+    // about; no outcome depends on when it lands, so no timing is assumed.
     const running = [await start(), await start(), await start()];
-    while (Date.now() < ends) {
-      await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 150));
+    while (kills < PRODUCER_KILLS) {
       const victim = Math.floor(Math.random() * running.length);
-      const { child, following } = running[victim];
+      const { child, sent, following } = running[victim];
+      const lines = 1 + Math.floor(Math.random() * MOST_SENT_LINES);
+      await bounded(Promise.race([sent.reach(sent.value + lines), consuming]), "a producer's sent lines");
       await kill(child);
       await following;
       children.delete(child);
@@ -216,9 +289,8 @@ Deno.test("shm: producers SIGKILLed at random points: every resolved send arrive
       await kill(child);
       await following;
     }
-    // Drain what is left.
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    stop = true;
+    // Every producer is dead and its lines read: stop the consumer and take what is left.
+    stopping.abort();
     await consuming;
     for (let frame; (frame = ring.tryReceive(ANY));) tally.take(frame.data, true);
     const lost = tally.lost();
@@ -248,10 +320,15 @@ Deno.test("shm: consumers SIGKILLed at random points never wedge producers; noth
   let kills = 0;
   try {
     using ring = ShmRing.open(name, { create: true, capacity: "8KiB" });
+    const { shm, header } = mapHeader(name);
+    using _shm = shm;
+    // "got" lines of all consumers, and who printed the last one.
+    const got = new Count();
+    let lastGot: DenoChild | undefined;
     const startConsumer = async () => {
       const child = new DenoChild(CHILD, ["consume", name, "0"]);
       children.add(child);
-      await child.expect("ready").catch(() => {});
+      await bounded(child.expect("ready"), "a consumer's ready line");
       const reading = (async () => {
         for (;;) {
           const line = await child.line().catch(() => "");
@@ -259,31 +336,38 @@ Deno.test("shm: consumers SIGKILLed at random points never wedge producers; noth
           const [word, producer, seq] = line.split(" ");
           if (word === "bad") tally.corrupted++;
           else tally.take(makeMessage(Number(producer), Number(seq), 0), false);
+          lastGot = child;
+          got.add();
         }
       })();
       return { child, reading };
     };
     const consumers = [await startConsumer(), await startConsumer()];
     const producers = [1, 2].map((id) => {
-      const child = new DenoChild(CHILD, [
-        "produce",
-        name,
-        String(id),
-        String(perProducer),
-        "900",
-        String(id),
-      ]);
+      const { child, following } = follow(
+        new DenoChild(CHILD, ["produce", name, String(id), String(perProducer), "900", String(id)]),
+        id,
+        tally,
+      );
       children.add(child);
-      return { child, following: follow(child, id, tally) };
+      return { child, following };
     });
     const finished = Promise.all(producers.map(({ following }) => following));
     let done = false;
     finished.then(() => done = true);
-    const deadline = Date.now() + 40_000;
-    while (!done && Date.now() < deadline) {
-      await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, 30 + Math.random() * 200))]);
+    // The victim is the consumer that printed the n-th "got" line since the last kill (n drawn at
+    // random): one in the middle of its traffic, killed at a point of its receive loop that
+    // nothing here chooses. The run ends when the producers are done; were they wedged, the
+    // "got" lines would stop and the bounded wait would say so.
+    while (!done) {
+      const lines = 1 + Math.floor(Math.random() * MOST_GOT_LINES);
+      await bounded(
+        Promise.race([finished, got.reach(got.value + lines)]),
+        'more "got" lines (were the producers wedged?)',
+      );
       if (done) break;
-      const victim = Math.floor(Math.random() * consumers.length);
+      const victim = consumers.findIndex(({ child }) => child === lastGot);
+      if (victim < 0) continue; // its line came from a consumer killed already: draw again
       await kill(consumers[victim].child);
       await consumers[victim].reading;
       kills++;
@@ -291,9 +375,18 @@ Deno.test("shm: consumers SIGKILLed at random points never wedge producers; noth
     }
     assert.ok(done, "the producers were wedged");
     for (const { child } of producers) assert.equal((await child.process.status).code, 0);
-    // Let the live consumers take the rest, then stop them and take what they left.
-    const settle = Date.now() + 5000;
-    while (ring.stat().pendingBytes !== 0 && Date.now() < settle) await new Promise((r) => setTimeout(r, 20));
+    // Let the live consumers take the rest, then stop them. Nothing is pending once every frame
+    // was taken; a consumer parked for data (its bit in the ring's wait mask) has printed every
+    // message it took (it prints each before it receives again), so killing it then loses
+    // nothing that a kill above did not already count.
+    await until(() => ring.stat().pendingBytes === 0, "the live consumers to take what is left");
+    const slots = consumers.map(({ child }) =>
+      ring.stat().users.find((user) => user.pid === child.process.pid)!.slot
+    );
+    await until(
+      () => ring.stat().pendingBytes === 0 && slots.every((slot) => inWaitMask(header, L.DATA_MASK, slot)),
+      "the live consumers to park with nothing left",
+    );
     for (const { child, reading } of consumers) {
       await kill(child);
       await reading;

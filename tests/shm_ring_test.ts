@@ -70,6 +70,27 @@ function never(): AbortSignal {
   return new AbortController().signal;
 }
 
+/** The header of ring `name` as 32-bit words, through a mapping of its own (close it after). */
+function mapHeader(name: string): { shm: PosixSharedMemory; header: Int32Array } {
+  const shm = PosixSharedMemory.open(name);
+  return { shm, header: new Int32Array(shm.view.buffer, shm.view.byteOffset, shm.view.byteLength >> 2) };
+}
+
+/**
+ * Whether the handle in `slot` is registered in a wait mask of the ring's header
+ * (`L.DATA_MASK`: a receive parked for data; `L.SPACE_MASK`: a send parked for room). A
+ * handle sets its bit just before it parks and clears it (or its waker does) when the wait
+ * ends: the wait's observable state, read from shared memory.
+ */
+function inWaitMask(header: Int32Array, mask: number, slot: number): boolean {
+  return (Atomics.load(header, (mask >> 2) + (slot >> 5)) & (1 << (slot & 31))) !== 0;
+}
+
+/** `n` turns of the event loop (timer tasks, each after the microtasks and I/O before it). */
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 0));
+}
+
 Deno.test("shm: open() carries typed messages in order between two handles", async () => {
   const name = fresh();
   try {
@@ -318,27 +339,51 @@ Deno.test("shm: waits are woken, wait for room, and settle promptly on abort and
   try {
     const a = ShmRing.open(name, { create: true, capacity: 4096, spin: 0 });
     const b = ShmRing.open(name, { spin: 0 });
+    // Each step acts once the wait is parked, never after a guess: the handle's bit is in the
+    // ring's wait mask, and its helper thread waits on its semaphore (GETNCNT).
+    const { shm, header } = mapHeader(name);
+    using _shm = shm;
+    using semaphores = SysvSemaphoreSet.open({ id: a.info.semaphoreSet as number, initTimeout: 0 });
+    const onSemaphore = (ring: ShmRing) => semaphores.waitingCount(ring.info.slot) > 0;
+    const receiving = () => inWaitMask(header, L.DATA_MASK, b.info.slot) && onSemaphore(b);
+    const sending = () => inWaitMask(header, L.SPACE_MASK, a.info.slot) && onSemaphore(a);
     // A receive parked on its semaphore is woken by a send.
     const pending = b.receive(ANY, never());
-    setTimeout(() => a.trySend(encoder.encode("wake"), 1, 0), 30);
+    await until(receiving, "the receive to park");
+    assert.ok(a.trySend(encoder.encode("wake"), 1, 0));
     assert.equal(decoder.decode((await bounded(pending, "a woken receive")).data), "wake");
     // A send into a full ring waits for room.
     while (a.trySend(new Uint8Array(4), 1, 0)) { /* fill */ }
+    const full = a.stat();
     let sent = false;
     const waiting = a.send(encoder.encode("last"), 1, 0, never())!.then(() => sent = true);
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await until(sending, "the send to park for room");
+    // Not sent yet, and still parked. Nothing can make room until b receives, so a send that
+    // ended now would be a bug; the turns of the event loop give such a wrong ending (it would
+    // run in this process) its chance to show before we look, whatever the machine's speed.
+    await turns(5);
     assert.equal(sent, false);
+    assert.ok(inWaitMask(header, L.SPACE_MASK, a.info.slot), "the send is still parked for room");
+    assert.equal(a.stat().messages, full.messages, "nothing was written meanwhile");
+    assert.equal(a.stat().pendingBytes, full.pendingBytes);
     b.tryReceive(ANY);
     await bounded(waiting, "a send waiting for room");
     while (b.tryReceive(ANY)) { /* drain */ }
     // Abort.
     const controller = new AbortController();
     const aborted = b.receive(ANY, controller.signal);
-    setTimeout(() => controller.abort(new Error("stop")), 20);
+    await until(receiving, "the receive to park before the abort");
+    controller.abort(new Error("stop"));
     await assert.rejects(bounded(aborted, "an aborted receive", 1000), /stop/);
+    assert.equal(
+      inWaitMask(header, L.DATA_MASK, b.info.slot),
+      false,
+      "the aborted receive left the wait mask",
+    );
     // close() settles a pending receive and later calls fail.
     const closing = b.receive(ANY, never());
-    setTimeout(() => b.close(), 20);
+    await until(receiving, "the receive to park before close()");
+    b.close();
     await assert.rejects(bounded(closing, "a receive settled by close", 1000), ChannelClosedError);
     assert.throws(() => b.tryReceive(ANY), ChannelClosedError);
     assert.throws(() => b.trySend(new Uint8Array(1), 1, 0), ChannelClosedError);
