@@ -483,6 +483,29 @@ Deno.test("shm: broadcast gives every subscriber every message; block waits for 
   }
 });
 
+Deno.test("shm: subscribe: true subscribes before open returns, even past a held writer lock; subscribe: false never receives", () => {
+  const name = fresh();
+  try {
+    using publisher = ShmRing.open(name, { create: true, mode: "broadcast", subscribe: false });
+    assert.throws(() => publisher.tryReceive(ANY), /subscribe: false \(send only\)/);
+    // A writer lock left by a holder that names no slot: it is taken over (after HOLDER_CHECK_MS).
+    const { shm, header } = mapHeader(name);
+    try {
+      Atomics.store(header, L.W_LOCK >> 2, (1 << L.TOKEN_SLOT_BITS) | 1000);
+      using subscriber = ShmRing.open(name, { subscribe: true });
+      assert.equal(Atomics.load(header, L.W_LOCK >> 2), 0, "the dead holder's lock is still there");
+      assert.ok(subscriber.stat().users.find((user) => user.self)!.subscribed);
+      // Sent after open returned, before any receive: it must be there.
+      assert.equal(publisher.trySend(encoder.encode("first"), 1, 0), true);
+      assert.equal(decoder.decode(subscriber.tryReceive(ANY)!.data), "first");
+    } finally {
+      shm.close();
+    }
+  } finally {
+    cleanUp();
+  }
+});
+
 Deno.test("shm: broadcast drop mode tells a subscriber exactly how many messages it missed", () => {
   const name = fresh();
   try {

@@ -63,13 +63,7 @@
  * @module
  */
 
-import {
-  ChannelClosedError,
-  errnoError,
-  FrameError,
-  type IpcError,
-  MessageTooLargeError,
-} from "../errors.ts";
+import { ChannelClosedError, errnoError, FrameError, IpcError, MessageTooLargeError } from "../errors.ts";
 import { delay, napSync } from "../ffi/_delay.ts";
 import { backingPath, checkPosixName } from "../ffi/_posix_object.ts";
 import {
@@ -157,8 +151,9 @@ export interface ShmRingOptions {
   users?: number;
   /**
    * Broadcast: `true` subscribes at open (every message sent after `open`
-   * returns is received); `false` never (send only); default: at the first
-   * receive.
+   * returns is received; open waits up to `initTimeout`, at least 1 s, for
+   * a producer holding the writer lock); `false` never (send only: a
+   * receive throws `TypeError`); default: at the first receive.
    */
   subscribe?: boolean;
   /** µs to spin before parking (default 100; 0 disables). */
@@ -371,6 +366,8 @@ export class ShmRing implements Transport {
   // Consumer state.
   #writeCache = 0;
   #subscribed = false;
+  /** Broadcast `subscribe: false`: this handle never receives. */
+  readonly #sendOnly: boolean;
   #cursor = 0; // broadcast: this subscriber's position
   #expectLo = 0; // broadcast: the sequence number of the next message
   #expectHi = 0;
@@ -433,6 +430,7 @@ export class ShmRing implements Transport {
     this.#semid = geometry.semid;
     this.#geometry = geometry;
     this.#doorbell = options.doorbell ?? true;
+    this.#sendOnly = this.#broadcast && options.subscribe === false;
     const initial = Math.min(this.#max, 64 * 1024);
     this.#scratch = new Uint8Array(roundUp16(initial));
     this.#scratchWords = new Int32Array(this.#scratch.buffer);
@@ -551,7 +549,7 @@ export class ShmRing implements Transport {
         ring.close();
         ring = undefined;
       } else {
-        if (ring.#broadcast && options.subscribe === true) ring.#subscribeNow();
+        if (ring.#broadcast && options.subscribe === true) ring.#subscribeAtOpen(parsed.initTimeout);
         return ring;
       }
     } catch (error) {
@@ -1162,7 +1160,14 @@ export class ShmRing implements Transport {
 
   /** Broadcast: takes frames at this subscriber's cursor. */
   #takeBroadcast(sink: ((frame: ReceivedFrame) => void) | null, max: number): ReceivedFrame | number {
-    if (!this.#subscribed && !this.#subscribeNow()) return BUSY;
+    if (!this.#subscribed) {
+      if (this.#sendOnly) {
+        throw new TypeError(
+          `${SCHEME}: ${this.#name} was opened with subscribe: false (send only); open another handle to receive`,
+        );
+      }
+      if (!this.#subscribeNow()) return BUSY;
+    }
     const h = this.#h;
     if ((Atomics.load(h, this.#flagsI) & L.SUBSCRIBED) === 0) {
       // A producer judged this subscriber dead: what was sent since is gone.
@@ -1287,6 +1292,24 @@ export class ShmRing implements Transport {
   }
 
   /** Subscribes at the current write position (under the writer lock); false when the lock is busy. */
+  /**
+   * `subscribe: true`: subscribes before `open` returns, waiting (up to `ms`, at least 1 s) while a
+   * producer holds the writer lock; a dead holder's lock is taken over on the way.
+   */
+  #subscribeAtOpen(ms: number): void {
+    const deadline = performance.now() + Math.max(ms, 1000);
+    for (let attempt = 0; !this.#subscribeNow(); attempt++) {
+      if (performance.now() >= deadline) {
+        throw new IpcError(
+          `${SCHEME}: could not subscribe to ${this.#name} at open: its writer lock stayed busy for ` +
+            `${Math.max(ms, 1000)} ms`,
+          { errno: E.EBUSY, syscall: "open" },
+        );
+      }
+      if (attempt > 0) napSync(1);
+    }
+  }
+
   #subscribeNow(): boolean {
     const h = this.#h;
     if (!this.#lock(iW_LOCK)) return false;
