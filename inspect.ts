@@ -16,6 +16,7 @@
  */
 
 import { KERNEL_FILESYSTEMS, readDirectoryEntries, readTextFile } from "./ffi/dir.ts";
+import { lstatPath } from "./ffi/fd.ts";
 
 /** One entry of {@linkcode listIpcDirectory}. */
 export interface IpcDirectoryEntry {
@@ -80,4 +81,42 @@ export function listIpcDirectory(directory: IpcDirectory): IpcDirectoryEntry[] |
     size,
     type,
   }));
+}
+
+/** What {@linkcode lstatIpcPath} reports: a directory entry's fields, without the name. */
+export type IpcPathStat = Omit<IpcDirectoryEntry, "name">;
+
+/**
+ * lstat(2) of a path through libc: for FIFOs, logs and other IPC paths
+ * under `/dev` (a `file:` log kept in `/dev/shm`, say), which Deno's own
+ * `Deno.lstatSync` refuses without `--allow-all`. A symbolic link is
+ * reported as such, not followed.
+ *
+ * @param path An absolute path.
+ * @returns What it is, or null when nothing has that name (or a component of the path is not a
+ *   directory).
+ * @throws {TypeError} For a relative path.
+ * @throws {IpcError} When it cannot be looked at (EACCES on a directory on the way, a path too long).
+ *
+ * @example Looking at a path under /dev
+ * ```ts
+ * import { lstatIpcPath } from "@ipcbus/ipcbus/inspect";
+ *
+ * console.log(lstatIpcPath("/dev/shm")?.type); // "directory"
+ * console.log(lstatIpcPath("/dev/shm/no-such-object")); // null
+ * ```
+ */
+export function lstatIpcPath(path: string): IpcPathStat | null {
+  if (typeof path !== "string" || !path.startsWith("/")) {
+    throw new TypeError(`lstatIpcPath needs an absolute path, got "${path}"`);
+  }
+  let stat;
+  try {
+    stat = lstatPath(path);
+  } catch (error) {
+    if (error instanceof Error && "code" in error && error.code === "ENOTDIR") return null;
+    throw error;
+  }
+  if (stat === null) return null;
+  return { uid: stat.uid, gid: stat.gid, mode: stat.permissions, size: stat.size, type: stat.type };
 }

@@ -141,7 +141,14 @@ export {
   type PresenceRecord,
   type PresenceState,
 } from "./sync/presence.ts";
-export { type IpcDirectory, type IpcDirectoryEntry, listIpcDirectory, readProcFile } from "./inspect.ts";
+export {
+  type IpcDirectory,
+  type IpcDirectoryEntry,
+  type IpcPathStat,
+  listIpcDirectory,
+  lstatIpcPath,
+  readProcFile,
+} from "./inspect.ts";
 export {
   MAX_SEMAPHORE_NAME,
   NamedSemaphore,

@@ -23,8 +23,7 @@
  * @module
  */
 
-import { bytes, Channel, Presence } from "../mod.ts";
-import { MappedFileLog } from "../transports/mapped_file_log.ts";
+import { bytes, Channel, MappedFileLog, Presence } from "../mod.ts";
 import { median, spread } from "./_stats.ts";
 
 interface Args {

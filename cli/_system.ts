@@ -10,9 +10,7 @@
  * @module
  */
 
-import { type IpcDirectory, IpcError, listIpcDirectory, readProcFile } from "../mod.ts";
-// Not in the public API (yet): lstat(2) through libc, for the paths Deno's file APIs refuse.
-import { lstatPath } from "../ffi/fd.ts";
+import { type IpcDirectory, listIpcDirectory, lstatIpcPath, readProcFile } from "../mod.ts";
 
 /**
  * A whole small file, or null when it cannot be read: `/proc` and `/sys`
@@ -360,7 +358,7 @@ const DENO_REFUSES = /^\/(dev|proc|sys)(\/|$)/;
  * lstat of a path (FIFOs and logs, which live anywhere). Paths under `/dev`,
  * `/proc` and `/sys` (a log kept in `/dev/shm`, say), which Deno's own file
  * APIs refuse without `--allow-all`, and any other path Deno refuses, are
- * looked at through libc (`lstatPath`, under `--allow-ffi`); such a row has
+ * looked at through libc (`lstatIpcPath`, under `--allow-ffi`); such a row has
  * no modification time, and `allocated` is the size again.
  *
  * @param path The path.
@@ -392,19 +390,13 @@ export function lstat(path: string): FileRow | null {
 }
 
 function lstatThroughLibc(path: string): FileRow | null {
-  let stat;
-  try {
-    stat = lstatPath(path);
-  } catch (error) {
-    if (error instanceof IpcError && error.code === "ENOTDIR") return null;
-    throw error;
-  }
+  const stat = lstatIpcPath(path);
   if (stat === null) return null;
   return {
     path,
     uid: stat.uid,
     gid: stat.gid,
-    mode: stat.permissions,
+    mode: stat.mode,
     size: stat.size,
     allocated: stat.size,
     isFifo: stat.type === "fifo",
