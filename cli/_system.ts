@@ -10,7 +10,7 @@
  * @module
  */
 
-import { type IpcDirectory, listIpcDirectory, lstatIpcPath, readProcFile } from "../mod.ts";
+import { type IpcDirectory, type IpcPathStat, listIpcDirectory, lstatIpcPath, readProcFile } from "../mod.ts";
 
 /**
  * A whole small file, or null when it cannot be read: `/proc` and `/sys`
@@ -391,12 +391,16 @@ export function lstat(path: string): FileRow | null {
 
 function lstatThroughLibc(path: string): FileRow | null {
   const stat = lstatIpcPath(path);
-  if (stat === null) return null;
+  return stat === null ? null : rowOf(path, stat);
+}
+
+/** A row for what ipcbus (libc) says of `path`: no modification time, allocated = size. */
+function rowOf(path: string, stat: IpcPathStat): FileRow {
   return {
     path,
     uid: stat.uid,
     gid: stat.gid,
-    mode: stat.mode,
+    mode: stat.mode & 0o7777,
     size: stat.size,
     allocated: stat.size,
     isFifo: stat.type === "fifo",
@@ -420,16 +424,7 @@ export function listDir(dir: IpcDirectory): FileRow[] | null {
     return null;
   }
   if (entries === null) return null;
-  return entries.map((entry) => ({
-    path: `${dir}/${entry.name}`,
-    uid: entry.uid,
-    gid: entry.gid,
-    mode: entry.mode & 0o7777,
-    size: entry.size,
-    allocated: entry.size,
-    isFifo: entry.type === "fifo",
-    isFile: entry.type === "file",
-    isSymlink: entry.type === "symlink",
-    modified: null,
-  })).sort((a, b) => a.path.localeCompare(b.path));
+  return entries.map((entry) => rowOf(`${dir}/${entry.name}`, entry)).sort((a, b) =>
+    a.path.localeCompare(b.path)
+  );
 }
