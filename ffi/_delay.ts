@@ -18,8 +18,11 @@ export function abortable<R>(promise: Promise<R>, signal: AbortSignal | undefine
   if (!signal) return promise;
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
+    const onAbort = () => {
+      signal.removeEventListener("abort", onAbort); // by hand: see delay
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort);
     promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
 }
@@ -36,6 +39,9 @@ export function delay(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
     const onAbort = () => {
+      // Removed by hand, not with `once`: Deno (2.9) keeps an AbortSignal.timeout behind `signal` (an
+      // AbortSignal.any) alive after a `once` listener fired because another source aborted it.
+      signal.removeEventListener("abort", onAbort);
       clearTimeout(timer);
       reject(signal.reason);
     };
@@ -43,7 +49,7 @@ export function delay(ms: number, signal: AbortSignal): Promise<void> {
       signal.removeEventListener("abort", onAbort);
       resolve();
     }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
+    signal.addEventListener("abort", onAbort);
   });
 }
 
