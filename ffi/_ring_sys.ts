@@ -1,6 +1,7 @@
 /**
- * The system calls behind the `shm:` ring (private to `transports/shm_ring.ts`):
- * opening and sizing the shared memory object, the ring's System V semaphore
+ * The system calls behind the `shm:` ring (private to `transports/shm_ring.ts`),
+ * beside opening and sizing its shared memory object (`ffi/_posix_object.ts`,
+ * shared with `PosixSharedMemory`): removing it, the ring's System V semaphore
  * set (one semaphore per slot, to wake parked processes), and
  * open-file-description locks on single bytes of the object, which tell
  * whether the process that holds them is alive.
@@ -9,33 +10,11 @@
  */
 
 import { errnoError } from "../errors.ts";
-import { type OpenedSharedMemory, openSharedMemoryObject, sizeSharedMemory } from "./_posix_object.ts";
 import { cString } from "./cstring.ts";
 import { F } from "./constants.ts";
 import { E, errno, libc, need, strerror } from "./libc.ts";
 import { fillFlock, FLOCK } from "./structs.ts";
 import { IPC, SEM, SEMBUF, SEMID_DS } from "./sysv.ts";
-
-/**
- * shm_open(3) of `name`: creates it exclusively when `create` (falling back
- * to opening it unless `exclusive`), never through a symbolic link, never
- * waiting (a FIFO planted under the name is refused at once), and checks
- * that it is a regular file. A created object gets `mode` exactly. The one
- * implementation is `openSharedMemoryObject` (ffi/_posix_object.ts), also
- * behind `PosixSharedMemory`: the ring's errors are explained the same way.
- *
- * @param name The object's name (`"/orders"`), already checked.
- * @param options `create`, `exclusive`, `mode`, `readOnly`.
- * @returns The descriptor, whether it was created, its fstat, and the C name.
- * @throws {IpcError} From shm_open, mapped by errno and explained (the caller refines `ENOENT`).
- * @throws {PermissionDeniedError} When the name refers to something that is not a regular file.
- */
-export function openObject(
-  name: string,
-  options: { create: boolean; exclusive: boolean; mode: number; readOnly?: boolean },
-): OpenedSharedMemory {
-  return openSharedMemoryObject(name, options);
-}
 
 /**
  * shm_unlink(3).
@@ -46,21 +25,6 @@ export function openObject(
 export function unlinkObject(name: string): number {
   if (need("shm_unlink")(cString(name, "shared memory name")) === 0) return 0;
   return errno();
-}
-
-/**
- * Sets the size of a new object and reserves its memory, so that a full
- * `/dev/shm` fails here rather than with SIGBUS later.
- *
- * @param fd The descriptor.
- * @param size Bytes.
- * @param reserve Allocate the pages now (posix_fallocate).
- * @param label What to name in errors.
- * @throws {IpcError} When ftruncate or posix_fallocate fails (ENOSPC explained).
- * @throws {RangeError} When the size is larger than the system allows (`EFBIG`).
- */
-export function sizeObject(fd: number, size: number, reserve: boolean, label: string): void {
-  sizeSharedMemory(fd, size, label, { reserve, orElse: "choose a smaller capacity" });
 }
 
 // -- the ring's System V semaphore set ----------------------------------------------

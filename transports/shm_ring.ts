@@ -65,17 +65,20 @@
 
 import { ChannelClosedError, errnoError, FrameError, IpcError, MessageTooLargeError } from "../errors.ts";
 import { delay, napSync } from "../ffi/_delay.ts";
-import { backingPath, checkPosixName } from "../ffi/_posix_object.ts";
+import {
+  backingPath,
+  checkPosixName,
+  openSharedMemoryObject as openObject,
+  sizeSharedMemory,
+} from "../ffi/_posix_object.ts";
 import {
   createSemaphores,
   lockBytes,
   lockedByte,
-  openObject,
   postSemaphore,
   removeSemaphores,
   resetSemaphore,
   semaphoreCount,
-  sizeObject,
   unlinkObject,
 } from "../ffi/_ring_sys.ts";
 import { SemaphoreWaiter, type WaitOutcome } from "../ffi/_ring_waiter.ts";
@@ -513,7 +516,10 @@ export class ShmRing implements Transport {
       let geometry: Geometry;
       if (created) {
         const size = L.dataOffset(users) + capacity;
-        sizeObject(fd, size, options.reserve ?? true, label);
+        sizeSharedMemory(fd, size, label, {
+          reserve: options.reserve ?? true,
+          orElse: "choose a smaller capacity",
+        });
         mapping = Mapping.map(fd, size, { label });
         semid = createSemaphores(users, permissions, label);
         geometry = {
@@ -540,8 +546,7 @@ export class ShmRing implements Transport {
       }
       const sendMax = Math.min(geometry.max, wanted ?? geometry.max);
       const [slot, token] = claimSlot(mapping, fd, name, geometry);
-      // A created object has exactly the mode asked for (openObject's stat predates its fchmod).
-      const objectMode = created ? permissions : opened.stat.permissions;
+      const objectMode = opened.stat.permissions; // a created object's stat carries the mode asked for
       ring = new ShmRing(name, fd, mapping, geometry, slot, token, created, objectMode, sendMax, options);
       ring.#adopt();
       if (ring.#presence?.contended && ring.#removedMeanwhile()) {
