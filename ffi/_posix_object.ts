@@ -155,8 +155,9 @@ export interface PosixObjectKind extends PosixNameRule {
 /**
  * The error for a failed open call (sem_open, shm_open), explained: no such
  * name, the name taken (`exclusive`), a symbolic link, the descriptor
- * limits, the kind's own cases, a permission error naming the owner and
- * mode, or a name whose backing file is not a regular file.
+ * limits, the kind's own cases, a full `/dev/shm`, a permission error
+ * naming the owner and mode, or a name whose backing file is not a regular
+ * file. Each message names the call, the name and the errno.
  *
  * @param kind The kind of object.
  * @param code The errno.
@@ -171,7 +172,7 @@ export function openFailure(kind: PosixObjectKind, code: number, name: string): 
   switch (code) {
     case E.ENOENT:
       return new NotFoundError(
-        `${failed}: no ${kind.object} has this name (${path}); ${kind.createHint}`,
+        `${failed}: ENOENT (no ${kind.object} has this name: ${path}); ${kind.createHint}`,
         options,
       );
     case E.EEXIST:
@@ -181,7 +182,7 @@ export function openFailure(kind: PosixObjectKind, code: number, name: string): 
       );
     case E.ELOOP:
       return new PermissionDeniedError(
-        `${failed}: ${path} is a symbolic link; a ${kind.object} is never opened through links`,
+        `${failed}: ELOOP (${path} is a symbolic link; a ${kind.object} is never opened through links)`,
         options,
       );
     case E.EMFILE:
@@ -199,6 +200,14 @@ export function openFailure(kind: PosixObjectKind, code: number, name: string): 
   }
   const own = kind.explain?.(code, name);
   if (own !== undefined) return own;
+  if (code === E.ENOSPC) {
+    return new IpcError(
+      `${failed}: ENOSPC (${strerror(code)}): ${SHM_DIRECTORY} (a tmpfs) has no room or no free inodes ` +
+        `for ${path}; see df ${SHM_DIRECTORY} and df -i ${SHM_DIRECTORY}, remove objects no one uses ` +
+        `(ipcbus gc), or remount it larger (mount -o remount,size=...,nr_inodes=... ${SHM_DIRECTORY})`,
+      options,
+    );
+  }
   const what = `${kind.what} ${name}`;
   const error = errnoError(code, syscall, name, strerror(code));
   if (error instanceof PermissionDeniedError) return deniedWithFileOwner(error, what, path);
@@ -223,7 +232,7 @@ export function openFailure(kind: PosixObjectKind, code: number, name: string): 
 export function unlinkFailure(kind: PosixObjectKind, code: number, name: string): IpcError {
   const syscall = kind.unlink;
   if (code === E.ENOENT) {
-    return new NotFoundError(`${syscall} ${name} failed: no ${kind.object} has this name`, {
+    return new NotFoundError(`${syscall} ${name} failed: ENOENT (no ${kind.object} has this name)`, {
       errno: code,
       syscall,
     });

@@ -20,6 +20,8 @@ export const O = {
   DIRECTORY: arm ? 0o40000 : 0o200000,
   NOFOLLOW: arm ? 0o100000 : 0o400000,
   CLOEXEC: 0o2000000,
+  /** A descriptor that only locates a file (fstat, fstatfs), opening nothing (same on both). */
+  PATH: 0o10000000,
 } as const;
 
 /** fcntl(2) commands and flags. */

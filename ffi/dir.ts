@@ -70,36 +70,35 @@ export function readDirectoryEntries(path: string): DirectoryEntry[] | null {
 /** `f_type` of procfs and sysfs (`<linux/magic.h>`): the kernel's own files. */
 export const KERNEL_FILESYSTEMS: readonly number[] = [0x9fa0, 0x6265_6572];
 
-/** struct statfs: 120 bytes on 64-bit Linux, `f_type` (a long) first. */
+/** struct statfs: 120 bytes on 64-bit Linux (x86_64 and aarch64), `f_type` (a long) first. */
 const STATFS_SIZE = 120;
+
+/** How files are opened for reading: never waiting (a FIFO without a writer), never taking a terminal. */
+const READ_FLAGS = O.RDONLY | O.NONBLOCK | O.NOCTTY;
 
 /**
  * A whole small file as text (for `/proc` files, whose size reads as 0).
+ * The file is opened without waiting (`O_NONBLOCK`: a FIFO does not block
+ * the open until a writer comes).
  *
  * @param path The file.
  * @param limit The most bytes to read (default 1 MiB).
  * @param filesystems When given, the file must be on one of these (`statfs` `f_type`), wherever
- *   its path led (`/proc/self/root/...` leads elsewhere).
+ *   its path led (`/proc/self/root/...` leads elsewhere); it is checked before it is opened for
+ *   reading (through an `O_PATH` descriptor), so a device elsewhere is never opened.
  * @returns The text, or null when the file does not exist.
  * @throws {TypeError} When the file is on another filesystem.
+ * @throws {IpcError} When it cannot be opened or read (EACCES; EAGAIN from a file that would block).
  */
 export function readTextFile(path: string, limit = 1 << 20, filesystems?: readonly number[]): string | null {
   let fd: number;
   try {
-    fd = openPath(path, O.RDONLY | O.CLOEXEC);
+    fd = filesystems === undefined ? openPath(path, READ_FLAGS) : openOnFilesystem(path, filesystems);
   } catch (error) {
     if (error instanceof Error && "errno" in error && error.errno === E.ENOENT) return null;
     throw error;
   }
   try {
-    if (filesystems !== undefined) {
-      const buffer = new BigInt64Array(STATFS_SIZE / 8);
-      if (libc().fstatfs(fd, new Uint8Array(buffer.buffer)) < 0) throw lastError("fstatfs", path);
-      const type = Number(BigInt.asUintN(32, buffer[0]));
-      if (!filesystems.includes(type)) {
-        throw new TypeError(`${path} is not on the expected filesystem (f_type 0x${type.toString(16)})`);
-      }
-    }
     const chunks: Uint8Array[] = [];
     let total = 0;
     const { read } = libc();
@@ -123,5 +122,26 @@ export function readTextFile(path: string, limit = 1 << 20, filesystems?: readon
     return new TextDecoder().decode(all);
   } finally {
     closeFd(fd);
+  }
+}
+
+/**
+ * Opens `path` for reading once the file it leads to is known to be on one
+ * of `filesystems`: located first with `O_PATH` (which opens nothing: no
+ * device is started, no FIFO waited on), checked with fstatfs, then opened
+ * through `/proc/self/fd` (the very file located, wherever its path led).
+ */
+function openOnFilesystem(path: string, filesystems: readonly number[]): number {
+  const located = openPath(path, O.PATH);
+  try {
+    const buffer = new BigInt64Array(STATFS_SIZE / 8);
+    if (libc().fstatfs(located, new Uint8Array(buffer.buffer)) < 0) throw lastError("fstatfs", path);
+    const type = Number(BigInt.asUintN(32, buffer[0]));
+    if (!filesystems.includes(type)) {
+      throw new TypeError(`${path} is not on the expected filesystem (f_type 0x${type.toString(16)})`);
+    }
+    return openPath(`/proc/self/fd/${located}`, READ_FLAGS);
+  } finally {
+    closeFd(located);
   }
 }

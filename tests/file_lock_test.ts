@@ -21,16 +21,15 @@ async function ready(process: CommandChild): Promise<number> {
 
 /**
  * How many lock requests on the file at `path` wait in the kernel: the lines of /proc/locks
- * that start with "->" and name the file's device and inode ("fe:00:2146460", the device as
- * hex major:minor).
+ * that start with "->" and name the file's inode ("fe:00:2146460" ends in ":2146460"). The
+ * device is left out: /proc/locks shows the superblock's, which is not st_dev on btrfs
+ * subvolumes or overlayfs (the wait would never be seen there); another file with the same
+ * inode number and a blocked lock at that moment would only end the wait early.
  */
 function blockedRequests(path: string): number {
-  const { dev, ino } = Deno.statSync(path);
-  const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
-  const minor = (dev & 0xff) | ((Math.floor(dev / 2 ** 12) & ~0xff) >>> 0);
-  const file = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${ino}`;
+  const file = `:${Deno.statSync(path).ino}`;
   return (readProcFile("/proc/locks") ?? "").split("\n")
-    .filter((line) => / -> /.test(line) && line.split(/ +/).includes(file)).length;
+    .filter((line) => / -> /.test(line) && line.split(/ +/).some((field) => field.endsWith(file))).length;
 }
 
 /**

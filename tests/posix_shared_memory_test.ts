@@ -13,11 +13,13 @@ import {
   NotFoundError,
   PermissionDeniedError,
 } from "../errors.ts";
-import { O } from "../ffi/constants.ts";
+import { openFailure, SHARED_MEMORY, unlinkFailure } from "../ffi/_posix_object.ts";
+import { O, RLIMIT } from "../ffi/constants.ts";
 import { readTextFile } from "../ffi/dir.ts";
 import { lstatPath } from "../ffi/fd.ts";
-import { libc, need } from "../ffi/libc.ts";
+import { E, libc, need } from "../ffi/libc.ts";
 import { MAX_SHARED_MEMORY_NAME, PosixSharedMemory } from "../memory/posix_shared_memory.ts";
+import { NamedSemaphore } from "../sync/named_semaphore.ts";
 import {
   CommandChild,
   descriptorsOf,
@@ -419,6 +421,101 @@ Deno.test("a size /dev/shm cannot hold fails at creation with ENOSPC (not SIGBUS
     assert.equal(exists(shmPath(name)), false, "the failed object was removed");
   } finally {
     cleanup(name);
+  }
+});
+
+Deno.test("open and unlink failures name the call, the name and the errno, with the right class", () => {
+  const name = "/ipcbus-explained";
+  const cases: [string, new (...args: never[]) => IpcError, RegExp][] = [
+    [
+      "ENOENT",
+      NotFoundError,
+      /no shared memory object has this name: \/dev\/shm\/ipcbus-explained\); open with create/,
+    ],
+    ["EEXIST", AlreadyExistsError, /exclusive was asked for/],
+    ["ELOOP", PermissionDeniedError, /\/dev\/shm\/ipcbus-explained is a symbolic link/],
+    ["EMFILE", IpcError, /ulimit -n, RLIMIT_NOFILE/],
+    ["ENFILE", IpcError, /sysctl fs\.file-max/],
+    ["ENOSPC", IpcError, /df -i \/dev\/shm/],
+    ["EACCES", PermissionDeniedError, /Permission denied/],
+    ["EINVAL", IpcError, /Invalid argument/],
+  ];
+  for (const [code, kind, explained] of cases) {
+    const error = openFailure(SHARED_MEMORY, E[code as keyof typeof E], name);
+    assert.ok(error instanceof kind, `${code}: got ${error}`);
+    assert.equal(error.constructor, kind, code);
+    assert.deepEqual([error.code, error.syscall], [code, "shm_open"]);
+    assert.match(error.message, new RegExp(`^shm_open /ipcbus-explained failed: ${code} `), code);
+    assert.match(error.message, explained, code);
+  }
+  const gone = unlinkFailure(SHARED_MEMORY, E.ENOENT, name);
+  assert.ok(gone instanceof NotFoundError);
+  assert.match(gone.message, /^shm_unlink \/ipcbus-explained failed: ENOENT /);
+});
+
+Deno.test("every POSIX object kind explains a descriptor table that is full (EMFILE), creating nothing", async () => {
+  const [semaphore, memory, ring] = [freshName(), freshName(), freshName()];
+  const module = (path: string) => JSON.stringify(new URL(path, import.meta.url).href);
+  // The child lowers its own RLIMIT_NOFILE to 0 once ipcbus is loaded: every open call then
+  // needs a descriptor it cannot have.
+  const code = `
+    import { NamedSemaphore } from ${module("../sync/named_semaphore.ts")};
+    import { PosixSharedMemory } from ${module("../memory/posix_shared_memory.ts")};
+    import { ShmRing } from ${module("../transports/shm_ring.ts")};
+    const { getrlimit, setrlimit } = Deno.dlopen("libc.so.6", {
+      getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+      setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+    }).symbols;
+    const opens = {
+      semaphore: () => NamedSemaphore.open(${JSON.stringify(semaphore)}, { create: true }),
+      memory: () => PosixSharedMemory.open(${JSON.stringify(memory)}, { create: true, size: 4096 }),
+      ring: () => ShmRing.open("shm:" + ${JSON.stringify(ring)}, { create: true, doorbell: false }),
+    };
+    for (const name of ["/ipcbus-emfile-warm-up", "shm:/ipcbus-emfile-warm-up"]) {
+      for (const open of [NamedSemaphore.open, PosixSharedMemory.open, ShmRing.open]) {
+        try { open(name); } catch { /* loads what the opens use */ }
+      }
+    }
+    const old = new BigUint64Array(2);
+    if (getrlimit(${RLIMIT.NOFILE}, new Uint8Array(old.buffer)) !== 0) throw new Error("getrlimit");
+    const results = {};
+    if (setrlimit(${RLIMIT.NOFILE}, new Uint8Array(new BigUint64Array([0n, old[1]]).buffer)) !== 0) {
+      throw new Error("setrlimit");
+    }
+    for (const [kind, open] of Object.entries(opens)) {
+      try {
+        open();
+        results[kind] = "opened";
+      } catch (error) {
+        results[kind] = [error.constructor.name, error.code, error.syscall, error.message];
+      }
+    }
+    if (setrlimit(${RLIMIT.NOFILE}, new Uint8Array(old.buffer)) !== 0) throw new Error("setrlimit");
+    console.log(JSON.stringify(results));
+  `;
+  try {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--quiet", code],
+      stdin: "null",
+      signal: AbortSignal.timeout(60_000), // kill rather than hang the run
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, stderr);
+    const results = JSON.parse(new TextDecoder().decode(output.stdout));
+    const expected = { semaphore: "sem_open", memory: "shm_open", ring: "shm_open" } as const;
+    for (const [kind, syscall] of Object.entries(expected)) {
+      const [name, code, call, message] = results[kind];
+      assert.deepEqual([name, code, call], ["IpcError", "EMFILE", syscall], `${kind}: ${results[kind]}`);
+      assert.match(message, new RegExp(`^${syscall} /ipcbus-test-\\S+ failed: EMFILE `), kind);
+      assert.match(message, /raise it \(ulimit -n, RLIMIT_NOFILE\) or close descriptors/, kind);
+    }
+    for (const path of [`/dev/shm/sem.${semaphore.slice(1)}`, shmPath(memory), shmPath(ring)]) {
+      assert.equal(exists(path), false, `${path} was created`);
+    }
+  } finally {
+    unlinkIfPresent(NamedSemaphore.unlink, semaphore);
+    cleanup(memory);
+    cleanup(ring);
   }
 });
 
