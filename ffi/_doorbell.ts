@@ -10,28 +10,47 @@
  * libc and handed to the event loop with `node:net` (no `--allow-net`
  * needed). A parked handle writes the id and its own doorbell number into
  * its slot. A waker that finds them connects once per peer process (the
- * connection is kept) and writes the 4-byte number; the event loop reads it
- * and ends that handle's waits. Any failure (no doorbell, another generation,
- * a refused connection, a full socket) makes the waker post the semaphore as
- * before, so peers without a doorbell (the C ring, `doorbell: false`) lose
- * nothing. docs/shm-ring.md ("Doorbells") is the protocol.
+ * connection is kept: see {@linkcode MAX_PEERS}) and writes the 4-byte
+ * number; the event loop reads it and ends that handle's waits. Any failure
+ * (no doorbell, another generation, a refused connection, a full socket)
+ * makes the waker post the semaphore as before, so peers without a doorbell
+ * (the C ring, `doorbell: false`) lose nothing. docs/shm-ring.md
+ * ("Doorbells") is the protocol.
  *
  * The socket lives while any ring handle that may use it is open in the
  * process, and never keeps the process alive. Anyone in the network
  * namespace can connect and write: numbers that name no handle are ignored,
- * and a ring for nothing is a spurious wake-up, which parked waits check for.
+ * a ring for nothing is a spurious wake-up, which parked waits check for,
+ * and at most {@linkcode MAX_ACCEPTED} connections are kept.
  *
  * @module
  */
 
 import { SOCK } from "./constants.ts";
 import { closeFd } from "./fd.ts";
-import { libc } from "./libc.ts";
+import { E, errno, libc } from "./libc.ts";
 
-/** The abstract socket name's prefix (the process id follows as 32 hex digits). */
+/** The abstract socket name's prefix (the doorbell id follows as 32 hex digits). */
 export const BELL_PREFIX = "ipcbus-bell-";
 /** How long a new doorbell may take to hear its own probe (ms) before it is given up for the process. */
 const PROBE_MS = 1000;
+/**
+ * At most this many connections to other processes' doorbells are kept. A
+ * peer that goes (exits, or closes its last ring handle) does not tell: its
+ * connection is found dead and closed when the cache is swept, which it is
+ * each time it has doubled since the last sweep (from 16), and at this size
+ * the oldest connections go too (they are made again when needed).
+ */
+export const MAX_PEERS = 256;
+/**
+ * At most this many accepted connections are kept; a new one beyond closes
+ * the oldest (whose peer then posts the semaphore, and connects again the
+ * next time). Anyone in the network namespace may connect: without a bound a
+ * hostile process could use up this process's descriptors.
+ */
+export const MAX_ACCEPTED = 1024;
+/** The first size of the connection cache that is swept. */
+const SWEEP_FROM = 16;
 
 type NetServer = {
   close(): void;
@@ -56,8 +75,12 @@ const bells = new Map<number, () => void>();
 let nextNumber = 1;
 /** Number 0 is the probe a new doorbell sends itself: this ends the wait for it (false: shut down meanwhile). */
 let endProbe: ((heard: boolean) => void) | null = null;
-/** Connections to other processes' doorbells, by their id. */
+/** Connections to other processes' doorbells, by their id, oldest first. */
 const peers = new Map<string, number>();
+/** The size of `peers` at which it is swept next. */
+let sweepAt = SWEEP_FROM;
+/** What a sweep reads into (a live connection has nothing to read: peers never write back). */
+const sweepByte = new Uint8Array(1);
 const numberBytes = new Uint8Array(4);
 const numberView = new DataView(numberBytes.buffer);
 
@@ -120,6 +143,7 @@ export function ringBell(a: number, b: number, c: number, d: number, number: num
   let fd = peers.get(key);
   if (fd === undefined) {
     if (users === 0) return false; // nothing would close the connection
+    if (peers.size >= sweepAt) prunePeers();
     fd = connectTo(Uint32Array.of(a, b, c, d));
     if (fd < 0) return false;
     peers.set(key, fd);
@@ -133,8 +157,43 @@ export function ringBell(a: number, b: number, c: number, d: number, number: num
   return false;
 }
 
-/** The socket address of doorbell `words`. */
-function address(words: Uint32Array): Uint8Array {
+/**
+ * Closes the kept connections whose other end is gone (they read as an end
+ * or an error, not EAGAIN), then the oldest while the cache is full.
+ */
+function prunePeers(): void {
+  const { read } = libc();
+  for (const [key, fd] of peers) {
+    if (read(fd, sweepByte, 1n) < 0 && errno() === E.EAGAIN) continue;
+    peers.delete(key);
+    closeFd(fd);
+  }
+  if (peers.size >= MAX_PEERS) {
+    for (const [key, fd] of peers) {
+      if (peers.size < (MAX_PEERS * 3) >> 2) break;
+      peers.delete(key);
+      closeFd(fd);
+    }
+  }
+  sweepAt = Math.min(MAX_PEERS, Math.max(SWEEP_FROM, 2 * peers.size));
+}
+
+/**
+ * How many connections this process keeps (for tests).
+ *
+ * @returns Accepted connections to its doorbell, and its connections to other processes' doorbells.
+ */
+export function doorbellConnections(): { accepted: number; peers: number } {
+  return { accepted: accepted.size, peers: peers.size };
+}
+
+/**
+ * The socket address of a doorbell.
+ *
+ * @param words Its id.
+ * @returns A `struct sockaddr_un` naming the abstract socket, as long as `connect`/`bind` take it.
+ */
+export function bellAddress(words: Uint32Array): Uint8Array {
   let hex = "";
   for (const word of words) hex += (word >>> 0).toString(16).padStart(8, "0");
   const name = new TextEncoder().encode(BELL_PREFIX + hex);
@@ -149,7 +208,7 @@ function connectTo(words: Uint32Array): number {
   const lib = libc();
   const fd = lib.socket(SOCK.AF_UNIX, SOCK.STREAM | SOCK.NONBLOCK | SOCK.CLOEXEC, 0);
   if (fd < 0) return -1;
-  const to = address(words);
+  const to = bellAddress(words);
   // A Unix stream connect never blocks: it succeeds, or fails (EAGAIN on a full backlog).
   if (lib.connect(fd, to, to.length) !== 0) {
     closeFd(fd);
@@ -169,7 +228,7 @@ async function listen(): Promise<Uint32Array | null> {
   if (users === 0 || id !== null) return id;
   const lib = libc();
   const words = crypto.getRandomValues(new Uint32Array(4));
-  const at = address(words);
+  const at = bellAddress(words);
   const fd = lib.socket(SOCK.AF_UNIX, SOCK.STREAM | SOCK.NONBLOCK | SOCK.CLOEXEC, 0);
   if (fd < 0) return null;
   if (lib.bind(fd, at, at.length) !== 0 || lib.listen(fd, 128) !== 0) {
@@ -219,6 +278,11 @@ async function listen(): Promise<Uint32Array | null> {
 /** Reads 4-byte doorbell numbers from one connection (a number may arrive in parts). */
 function accept(socket: NetSocket): void {
   socket.unref();
+  if (accepted.size >= MAX_ACCEPTED) {
+    const oldest = accepted.values().next().value!;
+    accepted.delete(oldest);
+    oldest.destroy();
+  }
   accepted.add(socket);
   let carry = 0;
   let held = 0;
@@ -250,4 +314,5 @@ function shutDown(): void {
   accepted.clear();
   for (const fd of peers.values()) closeFd(fd);
   peers.clear();
+  sweepAt = SWEEP_FROM;
 }

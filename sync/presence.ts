@@ -18,7 +18,9 @@
  * waits (up to {@linkcode CLAIM_WAIT_MS}) for the claim to end, and is told
  * ({@linkcode Presence.contended}) that the object may have gone meanwhile:
  * the transports then check, and open again (which fails with
- * `NotFoundError`, or creates the object anew with `create`).
+ * `NotFoundError`, or creates the object anew with `create`). It is told so
+ * too when it made the record: a claim that ended between its open of the
+ * object and its hold removed the record with the object.
  *
  * Presence is advisory and best-effort: a process that cannot open the
  * presence object (another user's, with a mode that does not let it in)
@@ -150,8 +152,10 @@ export class Presence implements Disposable {
   /** The address held. */
   readonly address: string;
   /**
-   * Whether `hold` had to wait for a claim (`ipcbus gc` removing the
-   * object) to end: the object the caller opened before holding may be gone.
+   * Whether the object the caller opened before holding may be gone, removed
+   * by a claim (`ipcbus gc`): `hold` had to wait for a claim to end, or found
+   * no record and made one (a claim removes the record with the object, so a
+   * whole claim may have passed between the caller's open and its hold).
    */
   readonly contended: boolean;
 
@@ -180,23 +184,33 @@ export class Presence implements Disposable {
       const fd = openForHold(name, address, options.mode ?? 0o600);
       if (fd < 0) return null; // best-effort (see the module docs)
       // A shared lock fails only while a claim (gc) holds the write lock; gc removes the object, then the
-      // record, then lets go: wait for that, then hold the record under the name now (maybe a new one).
+      // record, then lets go: wait for that.
       let held = false;
       try {
         const lock = recordLock(fd);
         const shared = { ...RECORD_BYTE, shared: true };
-        for (let attempt = 0; !held && performance.now() < deadline; attempt++) {
+        for (let attempt = 0;; attempt++) {
           held = lock.tryLock(shared) !== null;
-          if (held) break;
+          if (held || performance.now() >= deadline) break;
           contended = true;
           if (attempt >= 100) napSync(1);
         }
       } catch {
         // ENOLCK (the lock table is full): best-effort, as above.
       }
-      if (held && (!contended || stillLinked(fd, name))) return new Presence(fd, address, contended);
+      if (!held) {
+        closeFd(fd);
+        return null;
+      }
+      // Held, the record can no longer be claimed. But a claim may have removed it before (while this
+      // process waited, or between opening and locking it): then hold the record under the name now. A
+      // record made here, or found removed, tells of a claim that may have removed the object too.
+      if (created) contended = true;
+      const linked = stillLinked(fd, name);
+      if (linked !== false) return new Presence(fd, address, contended || linked === undefined);
       closeFd(fd);
-      if (!held) return null;
+      contended = true;
+      if (performance.now() >= deadline) return null;
     }
   }
 
@@ -321,35 +335,47 @@ export function reopenRemoved<T>(address: string, open: () => T): T {
   }
 }
 
-/** Opens (creating it if missing) the record to hold; −1 when it cannot be. */
+/** Whether the last {@linkcode openForHold} made the record. */
+let created = false;
+
+/** Opens (creating it if missing: see `created`) the record to hold; −1 when it cannot be. */
 function openForHold(name: string, address: string, mode: number): number {
-  try {
+  created = false;
+  // A few times: a claim may remove the record between the exclusive create and the open.
+  for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      const fd = openRecord(name, O.RDWR | O.CREAT | O.EXCL, mode);
-      const bytes = encoder.encode(address);
-      if (bytes.length <= MAX_ADDRESS) libc().write(fd, bytes, BigInt(bytes.length));
-      return fd;
-    } catch (error) {
-      if (!(error instanceof AlreadyExistsError)) throw error;
       try {
-        return openRecord(name, O.RDWR, 0);
-      } catch (inner) {
-        if (!(inner instanceof PermissionDeniedError)) throw inner;
-        return openRecord(name, O.RDONLY, 0);
+        const fd = openRecord(name, O.RDWR | O.CREAT | O.EXCL, mode);
+        created = true;
+        const bytes = encoder.encode(address);
+        if (bytes.length <= MAX_ADDRESS) libc().write(fd, bytes, BigInt(bytes.length));
+        return fd;
+      } catch (error) {
+        if (!(error instanceof AlreadyExistsError)) throw error;
+        try {
+          return openRecord(name, O.RDWR, 0);
+        } catch (inner) {
+          if (!(inner instanceof PermissionDeniedError)) throw inner;
+          return openRecord(name, O.RDONLY, 0);
+        }
       }
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) return -1;
     }
-  } catch {
-    return -1;
   }
+  return -1;
 }
 
-/** Whether `fd` is still the record named `name` (a claim may have removed it). */
-function stillLinked(fd: number, name: string): boolean {
+/**
+ * Whether `fd` is still the record named `name` (a claim may have removed it); undefined when that
+ * cannot be told.
+ */
+function stillLinked(fd: number, name: string): boolean | undefined {
   let now: number;
   try {
     now = openRecord(name, O.RDONLY, 0);
-  } catch {
-    return false;
+  } catch (error) {
+    return error instanceof NotFoundError ? false : undefined;
   }
   try {
     const a = fstatFd(fd), b = fstatFd(now);

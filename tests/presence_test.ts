@@ -48,6 +48,24 @@ Deno.test("hold, probe, list, release, claim and remove", () => {
   }
 });
 
+Deno.test("a hold that had to make the record says the object may be gone (a whole claim may have passed)", () => {
+  const address = randomAddress();
+  try {
+    // No record: a first user, or gc removed object and record between the caller's open and this hold.
+    const first = Presence.hold(address)!;
+    assert.equal(first.contended, true, "a hold that made the record");
+    const second = Presence.hold(address)!;
+    assert.equal(second.contended, false, "a hold of a live record");
+    first.release();
+    second.release();
+    const again = Presence.hold(address)!;
+    assert.equal(again.contended, false, "a hold of a stale record");
+    again.release();
+  } finally {
+    cleanup(address);
+  }
+});
+
 Deno.test("names: escaped, prefixed, shortened with a hash when long; the record holds the address", () => {
   assert.equal(presenceName("fifo:/run/a b.fifo"), `/${PRESENCE_PREFIX}fifo:%2Frun%2Fa%20b.fifo`);
   const long = `fifo:/${"x/".repeat(300)}end`;

@@ -6,12 +6,18 @@ import assert from "node:assert/strict";
 import {
   addBell,
   BELL_PREFIX,
+  bellAddress,
+  doorbellConnections,
   leaveDoorbell,
+  MAX_ACCEPTED,
+  MAX_PEERS,
   removeBell,
   ringBell,
   startDoorbell,
   useDoorbell,
 } from "../ffi/_doorbell.ts";
+import { SOCK } from "../ffi/constants.ts";
+import { libc } from "../ffi/libc.ts";
 import { readProcFile } from "../inspect.ts";
 import { ShmRing } from "../transports/shm_ring.ts";
 import { bounded, DenoChild, fixture, RUN, until } from "./_helpers.ts";
@@ -114,3 +120,91 @@ for (const how of ["close", "open"]) {
     }
   });
 }
+
+/** A listening abstract socket named as doorbell `words` would be, made here through libc. */
+function listenAs(words: Uint32Array): number {
+  const fd = libc().socket(SOCK.AF_UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0);
+  const at = bellAddress(words);
+  assert.ok(fd >= 0 && libc().bind(fd, at, at.length) === 0 && libc().listen(fd, 8) === 0, "listen");
+  return fd;
+}
+
+function ring(words: Uint32Array): boolean {
+  return ringBell(words[0], words[1], words[2], words[3], 1);
+}
+
+Deno.test("connections to doorbells that went away are closed; live ones are kept", async () => {
+  const net = await import("node:net");
+  useDoorbell();
+  const liveWords = crypto.getRandomValues(new Uint32Array(4));
+  const connections: number[] = [];
+  const server = net.createServer((socket) => {
+    const index = connections.push(0) - 1;
+    socket.on("data", (chunk: Uint8Array) => connections[index] += chunk.length);
+  });
+  try {
+    (server as unknown as { listen(options: { fd: number }): void }).listen({ fd: listenAs(liveWords) });
+    assert.ok(ring(liveWords));
+    await until(() => connections[0] === 4, "the first ring");
+    // Peers that exit (or close their last handle) do not tell: their connections must not pile up.
+    const gone = 3 * MAX_PEERS;
+    for (let i = 0; i < gone; i++) {
+      const words = crypto.getRandomValues(new Uint32Array(4));
+      const fd = listenAs(words);
+      assert.ok(ring(words), "a ring into a listening socket's backlog");
+      libc().close(fd);
+    }
+    const { peers } = doorbellConnections();
+    assert.ok(peers < 20, `${peers} connections kept after ${gone} peers went away`);
+    // The live peer's connection survived the sweeps: the next ring goes through it.
+    assert.ok(ring(liveWords));
+    await until(() => connections[0] === 8, "the second ring");
+    assert.equal(connections.length, 1, "the live peer's connection was closed and made again");
+  } finally {
+    leaveDoorbell();
+    server.close();
+  }
+  assert.equal(doorbellConnections().peers, 0);
+});
+
+Deno.test("a doorbell keeps at most MAX_ACCEPTED connections (the oldest go)", async () => {
+  const limits = readProcFile("/proc/self/limits") ?? "";
+  const open = Number(/Max open files\s+(\d+)/.exec(limits)?.[1] ?? 0);
+  if (open < 3 * MAX_ACCEPTED) {
+    console.log(`skipped: RLIMIT_NOFILE ${open} is below ${3 * MAX_ACCEPTED}`);
+    return;
+  }
+  useDoorbell();
+  const clients: number[] = [];
+  try {
+    const id = await startDoorbell();
+    assert.ok(id, "no doorbell could be started here");
+    const at = bellAddress(id);
+    await until(() => doorbellConnections().accepted === 0, "the end of the doorbell's own probe");
+    const total = MAX_ACCEPTED + 40;
+    // Closed by the doorbell: reads as the end (0), where a kept connection has nothing to read.
+    const byte = new Uint8Array(1);
+    const ended = () => clients.filter((fd) => libc().read(fd, byte, 1n) === 0n);
+    while (clients.length < total) {
+      // In steps the listen backlog (128) holds, each accepted before the next.
+      for (let i = 0; i < 64 && clients.length < total; i++) {
+        const fd = libc().socket(SOCK.AF_UNIX, SOCK.STREAM | SOCK.NONBLOCK | SOCK.CLOEXEC, 0);
+        assert.equal(libc().connect(fd, at, at.length), 0, "connect");
+        clients.push(fd);
+      }
+      if (clients.length <= MAX_ACCEPTED) {
+        const expected = clients.length;
+        await until(() => doorbellConnections().accepted === expected, `${expected} accepted connections`);
+      } else {
+        const over = clients.length - MAX_ACCEPTED;
+        await until(() => ended().length === over, `${over} connections closed by the doorbell`);
+      }
+    }
+    assert.deepEqual(ended(), clients.slice(0, total - MAX_ACCEPTED), "not the oldest connections went");
+    assert.equal(doorbellConnections().accepted, MAX_ACCEPTED);
+  } finally {
+    for (const fd of clients) libc().close(fd);
+    leaveDoorbell();
+  }
+  assert.equal(doorbellConnections().accepted, 0);
+});

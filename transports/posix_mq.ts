@@ -480,7 +480,9 @@ export class PosixMessageQueue implements Transport {
       if (created) mq().mq_unlink(cName); // made here for nothing: leave no queue behind
       throw error;
     }
-    if (queue.#presence?.contended && queue.#nameState() !== "ours") {
+    // Unknown (the name cannot be opened to look, say for a user who may only write) counts as ours.
+    const state = queue.#presence?.contended ? queue.#nameState() : "ours";
+    if (state === "missing" || state === "other") {
       queue.close();
       return reopenRemoved(queue.info.address, () => PosixMessageQueue.open(address, options));
     }

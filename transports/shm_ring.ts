@@ -1296,7 +1296,6 @@ export class ShmRing implements Transport {
     return ((Atomics.load(this.#h, iW_TAIL) - c) | 0) > 0;
   }
 
-  /** Subscribes at the current write position (under the writer lock); false when the lock is busy. */
   /**
    * `subscribe: true`: subscribes before `open` returns, waiting (up to `ms`, at least 1 s) while a
    * producer holds the writer lock; a dead holder's lock is taken over on the way.
@@ -1315,6 +1314,7 @@ export class ShmRing implements Transport {
     }
   }
 
+  /** Subscribes at the current write position (under the writer lock); false when the lock is busy. */
   #subscribeNow(): boolean {
     const h = this.#h;
     if (!this.#lock(iW_LOCK)) return false;
@@ -1543,8 +1543,11 @@ export class ShmRing implements Transport {
 
   /**
    * Rings the doorbell of `slot`'s owner, if it has one of its own
-   * generation (read after its wait bit was cleared: an owner writes them
-   * before it ever sets one).
+   * generation. Read after its wait bit was cleared, number first: an owner
+   * writes the number last and a new owner clears it first, so a nonzero
+   * number comes with its owner's id and generation (docs/shm-ring.md,
+   * "Doorbells"); a zero one, maybe of a doorbell still being set up, means
+   * the semaphore, which a parked handle always waits on.
    *
    * @returns False when there is none, or it cannot be rung (then post the semaphore).
    */

@@ -402,16 +402,11 @@ export class SysvMessageQueue implements Transport {
     const limits = readLimits(id, canonical, target.kind === "id");
     if (target.kind === "id") key = limits.perm.key >>> 0;
     const queue = new SysvMessageQueue(id, canonical, key >>> 0, created, limits, userLimit, spin);
-    if (queue.#presence?.contended && queue.#gone()) {
+    if (queue.#presence?.contended && !queue.#exists()) {
       queue.close();
       return reopenRemoved(canonical, () => SysvMessageQueue.open(address, options));
     }
     return queue;
-  }
-
-  /** Whether the queue was removed (msgctl IPC_STAT fails). */
-  #gone(): boolean {
-    return libc().msgctl(this.#id, IPC.STAT, statBuffer) < 0;
   }
 
   /**
@@ -793,7 +788,7 @@ export class SysvMessageQueue implements Transport {
     this.#presence?.release();
     // The queue removed by someone else (ipcrm, a C peer) while we had it:
     // drop its presence record, which nobody can use any more.
-    if (this.#presence && this.#gone()) {
+    if (this.#presence && !this.#exists()) {
       Presence.forget(`${SCHEME}:id/${this.#id}`);
     }
     this.#closer.abort(new ChannelClosedError(`${this.#name} is closed`));
