@@ -66,7 +66,8 @@ import {
   HEADER_SIZE,
   MAX_STREAM_TYPE,
 } from "./_stream.ts";
-import { Presence, reopenRemoved } from "../sync/presence.ts";
+import { Presence } from "../sync/presence.ts";
+import { reopenRemoved } from "./_reopen.ts";
 import { DEFAULT_SPIN_MICROS, StreamTransport } from "./_stream_transport.ts";
 
 /** How writers share a FIFO (see the module documentation). */

@@ -128,7 +128,8 @@ import { readTextFile } from "../ffi/dir.ts";
 import { closeFd, fchmodFd, type FileStat, fstatFd, lstatPath, openPath } from "../ffi/fd.ts";
 import { BELIEVE_ERRNO_AFTER, E, errno, type Libc, libc, need, strerror } from "../ffi/libc.ts";
 import { waitFd } from "../ffi/poller.ts";
-import { Presence, reopenRemoved } from "../sync/presence.ts";
+import { Presence } from "../sync/presence.ts";
+import { reopenRemoved } from "./_reopen.ts";
 import type {
   ReceivedFrame,
   ReceiveFilter,

@@ -93,7 +93,8 @@ import {
 import { E, libc, strerror } from "../ffi/libc.ts";
 import { closeFd, type FileStat, fstatFd, lstatPath } from "../ffi/fd.ts";
 import { Mapping } from "../ffi/mmap.ts";
-import { Presence, reopenRemoved } from "../sync/presence.ts";
+import { Presence } from "../sync/presence.ts";
+import { reopenRemoved } from "./_reopen.ts";
 import type {
   ReceivedFrame,
   ReceiveFilter,

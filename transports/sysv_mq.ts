@@ -109,7 +109,8 @@ import type {
   TransportInfo,
   TransportOptions,
 } from "../transport.ts";
-import { Presence, reopenRemoved } from "../sync/presence.ts";
+import { Presence } from "../sync/presence.ts";
+import { reopenRemoved } from "./_reopen.ts";
 import { Spinner } from "./_stream.ts";
 import { DEFAULT_SPIN_MICROS } from "./_stream_transport.ts";
 
