@@ -2010,7 +2010,8 @@ function parseCapacity(value: number | string): number {
 
 function explainOpen(error: IpcError, name: string): Error {
   if (error.code === "ENOENT") {
-    error.message = `${SCHEME}: no ring has the name ${name} (open with { create: true } to make one)`;
+    error.message =
+      `shm_open ${name} failed: ENOENT (no ring has this name); open with { create: true } to make one`;
   }
   return error;
 }
