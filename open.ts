@@ -6,12 +6,12 @@
 
 import { Channel, type ChannelOptions } from "./channel.ts";
 import type { TransportFactory } from "./transport.ts";
-import { openFifo } from "./transports/fifo.ts";
-import { openMappedFileLog } from "./transports/mapped_file_log.ts";
-import { openPipe } from "./transports/pipe.ts";
-import { openPosixMessageQueue } from "./transports/posix_mq.ts";
-import { openShmRing } from "./transports/shm_ring.ts";
-import { openSysvMessageQueue } from "./transports/sysv_mq.ts";
+import { type FifoOptions, openFifo } from "./transports/fifo.ts";
+import { type MappedFileLogOptions, openMappedFileLog } from "./transports/mapped_file_log.ts";
+import { openPipe, type PipeOptions } from "./transports/pipe.ts";
+import { openPosixMessageQueue, type PosixMessageQueueOptions } from "./transports/posix_mq.ts";
+import { openShmRing, type ShmRingOptions } from "./transports/shm_ring.ts";
+import { openSysvMessageQueue, type SysvMessageQueueOptions } from "./transports/sysv_mq.ts";
 
 /** Options of {@linkcode open}: the channel's, the common ones, and any transport's own. */
 export interface OpenOptions<T> extends ChannelOptions<T> {
@@ -27,8 +27,106 @@ export interface OpenOptions<T> extends ChannelOptions<T> {
   mode?: number | "queue" | "broadcast";
   /** Largest payload, where the transport lets you choose. */
   maxMessageSize?: number;
-  /** Transport-specific options (see each transport). */
+  /**
+   * Transport-specific options (see each transport). A built-in scheme
+   * refuses a name it does not take with a `TypeError` listing those it
+   * does; a registered transport's factory decides for itself.
+   */
   [option: string]: unknown;
+}
+
+/** The option names each built-in scheme takes, checked against its options type by the compiler. */
+type Names<O> = Record<keyof O, true>;
+const CHANNEL_OPTIONS = { codec: true, schema: true } satisfies Names<ChannelOptions<unknown>>;
+const KNOWN_OPTIONS: ReadonlyMap<string, Readonly<Record<string, true>>> = new Map<
+  string,
+  Record<string, true>
+>([
+  ["pipe", { maxMessageSize: true, spin: true } satisfies Names<PipeOptions>],
+  [
+    "fifo",
+    {
+      create: true,
+      exclusive: true,
+      mode: true,
+      writers: true,
+      maxMessageSize: true,
+      spin: true,
+    } satisfies Names<
+      FifoOptions
+    >,
+  ],
+  [
+    "sysv-mq",
+    { create: true, exclusive: true, mode: true, maxMessageSize: true, spin: true } satisfies Names<
+      SysvMessageQueueOptions
+    >,
+  ],
+  [
+    "posix-mq",
+    {
+      create: true,
+      exclusive: true,
+      mode: true,
+      maxMessages: true,
+      messageSize: true,
+      maxMessageSize: true,
+      spin: true,
+    } satisfies Names<PosixMessageQueueOptions>,
+  ],
+  [
+    "shm",
+    {
+      create: true,
+      exclusive: true,
+      mode: true,
+      permissions: true,
+      capacity: true,
+      overflow: true,
+      maxMessageSize: true,
+      users: true,
+      subscribe: true,
+      spin: true,
+      reserve: true,
+      onMissed: true,
+      initTimeout: true,
+      doorbell: true,
+    } satisfies Names<ShmRingOptions>,
+  ],
+  [
+    "file",
+    {
+      create: true,
+      exclusive: true,
+      mode: true,
+      maxSize: true,
+      maxMessageSize: true,
+      durability: true,
+      syncInterval: true,
+      reader: true,
+      from: true,
+      ack: true,
+      onLoss: true,
+      verify: true,
+      spin: true,
+      allowOtherOwner: true,
+      signal: true,
+    } satisfies Names<MappedFileLogOptions>,
+  ],
+]);
+
+/** Refuses an option a built-in scheme does not know (a misspelt one would be ignored otherwise). */
+function checkOptionNames(scheme: string, options: object): void {
+  const known = KNOWN_OPTIONS.get(scheme);
+  if (known === undefined) return; // a registered transport: its factory decides
+  for (const name of Object.keys(options)) {
+    if (Object.hasOwn(known, name) || Object.hasOwn(CHANNEL_OPTIONS, name)) continue;
+    throw new TypeError(
+      `${scheme}: unknown option "${name}"; ${scheme}: takes ${
+        [...Object.keys(CHANNEL_OPTIONS), ...Object.keys(known)].join(", ")
+      }`,
+    );
+  }
 }
 
 const registry = new Map<string, TransportFactory>([
@@ -84,7 +182,8 @@ export function registeredSchemes(): string[] {
  * @param address `scheme:rest`, as a string or URL.
  * @param options `create`, `exclusive`, `mode`, `codec`, `schema`, and the transport's own.
  * @returns The open channel.
- * @throws {TypeError} For an unknown scheme or a malformed address.
+ * @throws {TypeError} For an unknown scheme, a malformed address, or an option the scheme does not
+ *   take (built-in schemes; a misspelt option is refused rather than ignored).
  * @throws {NotFoundError} When the object does not exist and `create` is not set.
  * @throws {AlreadyExistsError} With `exclusive` when it exists.
  * @throws {PermissionDeniedError} When the object may not be used.
@@ -113,6 +212,7 @@ export async function open<T = unknown>(
       `no transport for "${text}": known schemes are ${[...registry.keys()].map((s) => `${s}:`).join(", ")}`,
     );
   }
+  checkOptionNames(scheme, options);
   const transport = await factory(text, options);
   return new Channel<T>(transport, options);
 }

@@ -8,6 +8,7 @@ import {
   type Codec,
   FrameError,
   json,
+  lstatIpcPath,
   MessageTooLargeError,
   open,
   Pipe,
@@ -719,6 +720,34 @@ Deno.test("open() of an unknown scheme is a TypeError listing the known schemes"
     assert.match(error.message, /pipe:/);
     assert.match(error.message, /fifo:/);
   }
+});
+
+Deno.test("open() refuses an option a built-in scheme does not take, before touching anything", async () => {
+  const name = `/ipcbus-test-${crypto.randomUUID().slice(0, 8)}`;
+  for (
+    const [address, options] of [
+      [`shm:${name}`, { create: true, capcity: 4096 }],
+      [`posix-mq:${name}`, { create: true, maxMesages: 4 }],
+      [`fifo:/tmp${name}.fifo`, { create: true, writer: "single" }],
+      ["sysv-mq:private", { spinn: 0 }],
+      [`file:/tmp${name}.log`, { create: true, durabilty: "sync" }],
+      ["pipe:parent", { timeout: 5 }],
+    ] as const
+  ) {
+    const error = await open(address, options as never).catch((e) => e);
+    assert.ok(error instanceof TypeError, `${address}: got ${error}`);
+    assert.match(error.message, /unknown option "\w+"/);
+    assert.match(error.message, /codec, schema, /, "the message lists what is taken");
+  }
+  // Nothing was made.
+  for (const path of [`/dev/shm${name}`, `/dev/mqueue${name}`, `/tmp${name}.fifo`, `/tmp${name}.log`]) {
+    assert.equal(lstatIpcPath(path), null, path);
+  }
+  // A registered transport's options are its own business.
+  const scheme = `opts-${crypto.randomUUID().slice(0, 8)}`;
+  registerTransport(scheme, () => new Loopback(`${scheme}:x`, {}));
+  using channel = await open(`${scheme}:x`, { anything: 1 });
+  assert.equal(channel.info.scheme, scheme);
 });
 
 Deno.test("info describes the channel and transport", () => {

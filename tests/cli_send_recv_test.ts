@@ -396,6 +396,7 @@ Deno.test({
       [["-o", "delivery=queue", "-o", "mode=broadcast"], /delivery mode is given twice/],
       [["-o", "delivery=broadcast", "-o", "subscribe=maybe"], /-o subscribe takes true or false/],
       [["-o", "delivery=broadcast", "-o", "subscribe=true"], /send never subscribes/],
+      [["-o", "capcity=4096"], /unknown option "capcity"; shm: takes .*capacity/],
     ];
     for (const [args, message] of bad) {
       const result = await ipcbus(["send", address, "--create", ...args, '"x"']);
