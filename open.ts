@@ -35,85 +35,50 @@ export interface OpenOptions<T> extends ChannelOptions<T> {
   [option: string]: unknown;
 }
 
-/** The option names each built-in scheme takes, checked against its options type by the compiler. */
+// The option names each built-in scheme takes, checked against its options type by the compiler.
 type Names<O> = Record<keyof O, true>;
 const CHANNEL_OPTIONS = { codec: true, schema: true } satisfies Names<ChannelOptions<unknown>>;
+const OPENING = { create: true, exclusive: true, mode: true, maxMessageSize: true, spin: true } as const;
+const PIPE = { maxMessageSize: true, spin: true } satisfies Names<PipeOptions>;
+const FIFO = { ...OPENING, writers: true } satisfies Names<FifoOptions>;
+const SYSV_MQ = { ...OPENING } satisfies Names<SysvMessageQueueOptions>;
+const POSIX_MQ = { ...OPENING, maxMessages: true, messageSize: true } satisfies Names<
+  PosixMessageQueueOptions
+>;
+const SHM = {
+  ...OPENING,
+  permissions: true,
+  capacity: true,
+  overflow: true,
+  users: true,
+  subscribe: true,
+  reserve: true,
+  onMissed: true,
+  initTimeout: true,
+  doorbell: true,
+} satisfies Names<ShmRingOptions>;
+const FILE = {
+  ...OPENING,
+  maxSize: true,
+  durability: true,
+  syncInterval: true,
+  reader: true,
+  from: true,
+  ack: true,
+  onLoss: true,
+  verify: true,
+  allowOtherOwner: true,
+  signal: true,
+} satisfies Names<MappedFileLogOptions>;
 const KNOWN_OPTIONS: ReadonlyMap<string, Readonly<Record<string, true>>> = new Map<
   string,
   Record<string, true>
->([
-  ["pipe", { maxMessageSize: true, spin: true } satisfies Names<PipeOptions>],
-  [
-    "fifo",
-    {
-      create: true,
-      exclusive: true,
-      mode: true,
-      writers: true,
-      maxMessageSize: true,
-      spin: true,
-    } satisfies Names<
-      FifoOptions
-    >,
-  ],
-  [
-    "sysv-mq",
-    { create: true, exclusive: true, mode: true, maxMessageSize: true, spin: true } satisfies Names<
-      SysvMessageQueueOptions
-    >,
-  ],
-  [
-    "posix-mq",
-    {
-      create: true,
-      exclusive: true,
-      mode: true,
-      maxMessages: true,
-      messageSize: true,
-      maxMessageSize: true,
-      spin: true,
-    } satisfies Names<PosixMessageQueueOptions>,
-  ],
-  [
-    "shm",
-    {
-      create: true,
-      exclusive: true,
-      mode: true,
-      permissions: true,
-      capacity: true,
-      overflow: true,
-      maxMessageSize: true,
-      users: true,
-      subscribe: true,
-      spin: true,
-      reserve: true,
-      onMissed: true,
-      initTimeout: true,
-      doorbell: true,
-    } satisfies Names<ShmRingOptions>,
-  ],
-  [
+>(
+  [["pipe", PIPE], ["fifo", FIFO], ["sysv-mq", SYSV_MQ], ["posix-mq", POSIX_MQ], ["shm", SHM], [
     "file",
-    {
-      create: true,
-      exclusive: true,
-      mode: true,
-      maxSize: true,
-      maxMessageSize: true,
-      durability: true,
-      syncInterval: true,
-      reader: true,
-      from: true,
-      ack: true,
-      onLoss: true,
-      verify: true,
-      spin: true,
-      allowOtherOwner: true,
-      signal: true,
-    } satisfies Names<MappedFileLogOptions>,
-  ],
-]);
+    FILE,
+  ]],
+);
 
 /** Refuses an option a built-in scheme does not know (a misspelt one would be ignored otherwise). */
 function checkOptionNames(scheme: string, options: object): void {
