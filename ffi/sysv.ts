@@ -9,7 +9,7 @@
 
 import { PermissionDeniedError } from "../errors.ts";
 import { cString } from "./cstring.ts";
-import { E, errno, lastError, libc } from "./libc.ts";
+import { BELIEVE_ERRNO_AFTER, E, errno, lastError, libc } from "./libc.ts";
 
 /** Flags and commands shared by msg*, sem* and shm*. */
 export const IPC = {
@@ -320,24 +320,31 @@ export function getSysvObject(
 ): { id: number; created: boolean } {
   if ("id" in address) return { id: address.id, created: false };
   if ("private" in address) {
-    const id = get(IPC.PRIVATE, IPC.CREAT | IPC.EXCL | mode);
-    if (id < 0) throw fail(IPC.PRIVATE, errno());
-    return { id, created: true };
+    for (let odd = 1;; odd++) {
+      const id = get(IPC.PRIVATE, IPC.CREAT | IPC.EXCL | mode);
+      if (id >= 0) return { id, created: true };
+      // errno can be stale (see libc.ts): a failure is believed when it repeats.
+      const code = errno();
+      if (odd >= BELIEVE_ERRNO_AFTER) throw fail(IPC.PRIVATE, code);
+    }
   }
   const key = address.key;
   const creating = options.create === true;
-  for (let attempt = 0;; attempt++) {
+  for (let attempt = 0, odd = 0;; attempt++) {
     if (creating) {
       const id = get(key, IPC.CREAT | IPC.EXCL | mode);
       if (id >= 0) return { id, created: true };
       const code = errno();
+      if (code !== E.EEXIST && ++odd < BELIEVE_ERRNO_AFTER) continue; // see above
       if (code !== E.EEXIST || options.exclusive) throw fail(key, code);
     }
     const id = get(key, access);
     if (id >= 0) return { id, created: false };
     const code = errno();
     // ENOENT after EEXIST: removed in between; try to create it again.
-    if (!creating || code !== E.ENOENT || attempt >= 8) throw fail(key, code);
+    if (creating && code === E.ENOENT && attempt < 8) continue;
+    if (code !== E.ENOENT && ++odd < BELIEVE_ERRNO_AFTER) continue; // see above
+    throw fail(key, code);
   }
 }
 
