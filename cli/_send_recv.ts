@@ -225,33 +225,9 @@ function interruption(): { signal: AbortSignal; dispose(): void } {
   };
 }
 
-/**
- * The signal of one wait: the interruption, and `--timeout` (a "TimeoutError"
- * DOMException, as `AbortSignal.timeout` gives). Its timer is cleared when
- * the wait is disposed: an `AbortSignal.timeout` that a transport still
- * listens to would keep the process alive until it fires (Deno refs such a
- * timer while the signal has abort listeners).
- */
-function waitSignal(
-  interrupt: AbortSignal,
-  timeout: number | undefined,
-): Disposable & { signal: AbortSignal } {
-  if (timeout === undefined) return { signal: interrupt, [Symbol.dispose]() {} };
-  const controller = new AbortController();
-  const onInterrupt = () => controller.abort(interrupt.reason);
-  if (interrupt.aborted) onInterrupt();
-  else interrupt.addEventListener("abort", onInterrupt, { once: true });
-  const timer = setTimeout(
-    () => controller.abort(new DOMException("the wait timed out", "TimeoutError")),
-    timeout,
-  );
-  return {
-    signal: controller.signal,
-    [Symbol.dispose]() {
-      clearTimeout(timer);
-      interrupt.removeEventListener("abort", onInterrupt);
-    },
-  };
+/** The signal of one wait: the interruption, and `--timeout` (a "TimeoutError" abort). */
+function waitSignal(interrupt: AbortSignal, timeout: number | undefined): AbortSignal {
+  return timeout === undefined ? interrupt : AbortSignal.any([interrupt, AbortSignal.timeout(timeout)]);
 }
 
 async function stdinBytes(): Promise<Uint8Array> {
@@ -306,8 +282,7 @@ export async function send(args: readonly string[]): Promise<number> {
   let sent = 0;
   const sendOne = async (payload: Uint8Array) => {
     try {
-      using wait = waitSignal(interrupt.signal, timeout);
-      await channel.send(payload, { type, priority, signal: wait.signal });
+      await channel.send(payload, { type, priority, signal: waitSignal(interrupt.signal, timeout) });
     } catch (error) {
       if (error instanceof TypeError || error instanceof RangeError) {
         throw new UsageError(error.message, "send");
@@ -410,8 +385,8 @@ export async function recv(args: readonly string[]): Promise<number> {
     while (received < wanted) {
       let message;
       try {
-        using wait = waitSignal(interrupt.signal, timeout);
-        message = await channel.receiveMessage({ type, except: values.except === true, signal: wait.signal });
+        const signal = waitSignal(interrupt.signal, timeout);
+        message = await channel.receiveMessage({ type, except: values.except === true, signal });
       } catch (error) {
         if (interrupt.signal.aborted) return 0; // Ctrl-C: a clean end
         if (error instanceof DOMException && error.name === "TimeoutError") {
