@@ -181,7 +181,7 @@ export class Presence implements Disposable {
     const deadline = performance.now() + CLAIM_WAIT_MS;
     let contended = false;
     for (;;) {
-      const fd = openForHold(name, address, options.mode ?? 0o600);
+      const { fd, created } = openForHold(name, address, options.mode ?? 0o600);
       if (fd < 0) return null; // best-effort (see the module docs)
       // A shared lock fails only while a claim (gc) holds the write lock; gc removes the object, then the
       // record, then lets go: wait for that.
@@ -310,35 +310,30 @@ export class Presence implements Disposable {
   }
 }
 
-/** Whether the last {@linkcode openForHold} made the record. */
-let created = false;
-
-/** Opens (creating it if missing: see `created`) the record to hold; −1 when it cannot be. */
-function openForHold(name: string, address: string, mode: number): number {
-  created = false;
+/** Opens (creating it if missing) the record to hold: its descriptor (−1 when it cannot be) and whether made here. */
+function openForHold(name: string, address: string, mode: number): { fd: number; created: boolean } {
   // A few times: a claim may remove the record between the exclusive create and the open.
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       try {
         const fd = openRecord(name, O.RDWR | O.CREAT | O.EXCL, mode);
-        created = true;
         const bytes = encoder.encode(address);
         if (bytes.length <= MAX_ADDRESS) libc().write(fd, bytes, BigInt(bytes.length));
-        return fd;
+        return { fd, created: true };
       } catch (error) {
         if (!(error instanceof AlreadyExistsError)) throw error;
         try {
-          return openRecord(name, O.RDWR, 0);
+          return { fd: openRecord(name, O.RDWR, 0), created: false };
         } catch (inner) {
           if (!(inner instanceof PermissionDeniedError)) throw inner;
-          return openRecord(name, O.RDONLY, 0);
+          return { fd: openRecord(name, O.RDONLY, 0), created: false };
         }
       }
     } catch (error) {
-      if (!(error instanceof NotFoundError)) return -1;
+      if (!(error instanceof NotFoundError)) break;
     }
   }
-  return -1;
+  return { fd: -1, created: false };
 }
 
 /**
