@@ -219,8 +219,7 @@ export class Fifo extends StreamTransport {
   /** Whether the path no longer names this FIFO (removed, or replaced). */
   #replaced(): boolean {
     const now = lstatPath(this.#path);
-    return now === null ||
-      (now !== undefined && (now.ino !== this.#identity.ino || now.dev !== this.#identity.dev));
+    return now === null || now.ino !== this.#identity.ino || now.dev !== this.#identity.dev;
   }
 
   #openEnd(flags: number): number {

@@ -1751,8 +1751,7 @@ export class ShmRing implements Transport {
     // using it: nobody can open it again, so its System V semaphore set would be left for good.
     // (Unknown, when the name cannot be looked at, counts as ours: the set is removed only when sure.)
     const named = this.#lookUpName();
-    const ours = named === undefined ||
-      (named !== null && named.dev === this.#identity.dev && named.ino === this.#identity.ino);
+    const ours = this.#isOurs(named);
     const orphaned = !ours && (h[iFLAGS] & L.REMOVED) === 0 &&
       !describe(h, this.#geometry, this.#name, this.#fd, this.#slot).inUse;
     closeFd(this.#fd);
@@ -1765,10 +1764,13 @@ export class ShmRing implements Transport {
 
   /** Whether the ring was unlinked, or its name removed or given to another object. */
   #removedMeanwhile(): boolean {
-    if ((this.#h[iFLAGS] & L.REMOVED) !== 0) return true;
-    const named = this.#lookUpName();
-    return named === null ||
-      (named !== undefined && (named.dev !== this.#identity.dev || named.ino !== this.#identity.ino));
+    return (this.#h[iFLAGS] & L.REMOVED) !== 0 || !this.#isOurs(this.#lookUpName());
+  }
+
+  /** Whether what `#lookUpName` found is this ring (unknown counts as ours: nothing is removed then). */
+  #isOurs(named: FileStat | null | undefined): boolean {
+    return named === undefined ||
+      (named !== null && named.dev === this.#identity.dev && named.ino === this.#identity.ino);
   }
 
   /**
@@ -1810,8 +1812,7 @@ export class ShmRing implements Transport {
     // The name may be gone (removed by hand) or name another ring now: this ring is removed all the
     // same, but only a name that is still its own is unlinked.
     const named = this.#lookUpName();
-    const ours = named === undefined ||
-      (named !== null && named.dev === this.#identity.dev && named.ino === this.#identity.ino);
+    const ours = this.#isOurs(named);
     const code = ours ? unlinkObject(this.#name) : E.ENOENT;
     if (code === 0 || code === E.ENOENT) Presence.forget(`${SCHEME}:${this.#name}`);
     // Waits on the set, in every process, end with EIDRM (and then see the flag).
